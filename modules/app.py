@@ -1,0 +1,159 @@
+"""The application core: one object that owns paths, settings, the model library,
+styles and the job queue.  UI, API and command line all talk to an :class:`App`.
+
+It has no web framework in it; `webui.py` wires it to FastAPI and Gradio.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from modules import devices, images, jobs, options, paths as paths_mod, processing, sd_models, styles
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, args=None, policy: devices.DevicePolicy | None = None):
+        from modules import cmd_args
+
+        self.args = args if args is not None else cmd_args.parse_args([])
+        self.paths = paths_mod.Paths.from_args(self.args)
+        self.opts = options.Options(self.paths.config_file)
+        self.policy = policy or devices.policy_from_args(self.args)
+        self.models = sd_models.ModelManager(self.paths, self.policy)
+        self.styles = styles.StyleDatabase(self.paths.styles_file)
+        self.queue = jobs.JobQueue(self.run_job, max_size=int(getattr(self.args, "queue_size", 64) or 64),
+                                   record_dir=self.paths.data_dir / "log" / "jobs")
+        self._conditioner_cache: dict = {}
+        self.model_error: str | None = None
+        self._listed = threading.Event()
+
+    # -- models ------------------------------------------------------------
+    def refresh_models(self) -> list[sd_models.CheckpointInfo]:
+        infos = self.models.refresh()
+        self._listed.set()
+        return infos
+
+    def ensure_listed(self) -> None:
+        if not self._listed.is_set():
+            self.refresh_models()
+
+    def selected_checkpoint(self) -> str | None:
+        """The checkpoint for new jobs: the setting if it names a known model, else the default."""
+        self.ensure_listed()
+        want = self.opts.get("sd_model_checkpoint") or getattr(self.args, "ckpt", None)
+        if want:
+            try:
+                return self.models.find(want).title
+            except sd_models.ModelLoadError:
+                log.warning("checkpoint %r from the settings is not available", want)
+        if self.models.loaded is not None:
+            return self.models.loaded.info.title
+        info = self.models.default_checkpoint()
+        return info.title if info else None
+
+    def load_model(self, title: str | None = None, vae: str | None = None) -> sd_models.LoadedModel:
+        self.ensure_listed()
+        loaded = self.models.load(title or self.selected_checkpoint(), vae or self.opts.get("sd_vae"))
+        self.model_error = None
+        return loaded
+
+    def set_checkpoint(self, title: str) -> sd_models.LoadedModel:
+        """Load a checkpoint now and make it the one new jobs use (the top bar's dropdown)."""
+        loaded = self.load_model(title)
+        self.opts.set("sd_model_checkpoint", loaded.info.title)
+        return loaded
+
+    def load_in_background(self) -> threading.Thread:
+        def work():
+            try:
+                self.refresh_models()
+                if self.selected_checkpoint():
+                    self.load_model()
+            except sd_models.ModelLoadError as e:
+                self.model_error = str(e)
+                log.error("%s", e)
+
+        t = threading.Thread(target=work, name="model-loader", daemon=True)
+        t.start()
+        return t
+
+    def native_resolution(self, title: str | None = None) -> int:
+        """The default width/height for a checkpoint (from its detected architecture or metadata)."""
+        loaded = self.models.loaded
+        if loaded is not None and (title is None or loaded.info.title == title):
+            return int(loaded.spec.native_resolution)
+        try:
+            info = self.models.find(title) if title else self.models.default_checkpoint()
+        except sd_models.ModelLoadError:
+            return 512
+        if info is None:
+            return 512
+        return sd_models.native_resolution_of(info)
+
+    def token_count(self, text: str) -> tuple[int, int]:
+        """('used tokens', 'current limit') for the prompt box counter; no model call."""
+        from modules import conditioning
+
+        loaded = self.models.loaded
+        if loaded is None:
+            return conditioning.count_tokens_without_model(text)
+        key = ("counter", id(loaded.components))
+        cond = self._conditioner_cache.get(key)
+        if cond is None:
+            cond = conditioning.TextConditioner(loaded.components,
+                                                comma_padding_backtrack=int(self.opts.get("comma_padding_backtrack")))
+            self._conditioner_cache[key] = cond
+        return cond.token_count(text)
+
+    def preview_image(self, job: jobs.Job):
+        """The live preview of a running job (computed on request, so sampling never waits for it)."""
+        from modules import previews
+
+        loaded = self.models.loaded
+        lat = job.control.current_latents
+        if loaded is None or lat is None or job.status != "running":
+            return None
+        if not self.opts.get("live_previews_enable"):
+            return None
+        try:
+            return previews.approx_preview(lat, loaded.components.vae, loaded.spec.scaling_factor)
+        except Exception:  # noqa: BLE001 - a preview must never break a job
+            log.exception("preview failed")
+            return None
+
+    # -- jobs --------------------------------------------------------------------
+    def submit(self, request: processing.GenerationRequest, checkpoint: str | None = None, vae: str | None = None,
+               source: str = "ui") -> jobs.Job:
+        processing.validate(request)  # bad input is refused before it takes a place in the queue
+        ov = request.override_settings or {}
+        checkpoint = ov.get("sd_model_checkpoint") or checkpoint
+        vae = ov.get("sd_vae") or vae
+        if checkpoint:
+            self.ensure_listed()
+            self.models.find(checkpoint)  # raises ModelLoadError naming the available models
+        return self.queue.submit(request, checkpoint, vae, source)
+
+    def run_job(self, job: jobs.Job) -> processing.GenerationResult:
+        with self.models.lock:
+            loaded = self.load_model(job.checkpoint or self.selected_checkpoint(), job.vae or self.opts.get("sd_vae"))
+            snapshot = self.opts.snapshot()
+            proc = processing.Processor(loaded, snapshot, control=job.control,
+                                        conditioner_cache=self._conditioner_cache, style_db=self.styles.styles)
+            return proc.run(job.request, save=self.save_output)
+
+    def save_output(self, image, infotext: str, seed: int, prompt: str, req: processing.GenerationRequest,
+                    opts: dict) -> Path:
+        key = "outdir_img2img_samples" if req.is_img2img else "outdir_txt2img_samples"
+        outdir = opts.get("outdir_samples") or opts.get(key)
+        outdir = Path(outdir)
+        if not outdir.is_absolute():
+            outdir = self.paths.data_dir / outdir
+        sub = time.strftime("%Y-%m-%d")
+        return images.save_image(
+            image, outdir / sub, opts.get("samples_filename_pattern") or "[seed]-[prompt_spaces]",
+            seed=seed, prompt=prompt, infotext=infotext if opts.get("enable_pnginfo", True) else None,
+            extension=opts.get("samples_format", "png"), number=bool(opts.get("save_images_add_number", True)))

@@ -1,0 +1,794 @@
+"""The generation engine: one typed request in, images + infotexts out.
+
+The loop runs over the diffusers components of the loaded model (CLIP text
+encoder(s) -> UNet -> scheduler -> VAE) and does what A1111's txt2img and
+img2img tabs do: per-step prompt schedules, CFG with the negative prompt,
+composable `AND` sub-prompts, seeds and variation seeds, img2img, inpainting
+(with 4- and 9-channel models), hires fix, tiling, batches.
+
+Nothing here reads a global: the job gets its model, a snapshot of the
+settings and a :class:`JobControl` for progress, interrupt and skip.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter, ImageOps
+
+from modules import prompt_parser, rng, samplers
+
+VERSION = "0.1.0"
+
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+INPAINTING_FILL = ("fill", "original", "latent noise", "latent nothing")
+
+
+class RequestError(ValueError):
+    """A request field is invalid; `field` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class GenerationRequest:
+    """Everything one job needs. UI, API and command line all build this."""
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = field(default_factory=list)
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = 0
+    seed_resize_from_w: int = 0
+    n_iter: int = 1
+    batch_size: int = 1
+    clip_skip: int | None = None       # None: the setting
+    tiling: bool = False
+    eta: float | None = None
+    # hires fix
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # img2img / inpaint
+    init_images: list[Any] = field(default_factory=list)   # PIL images
+    mask: Any = None                                        # PIL image (white = repaint)
+    denoising_strength: float = 0.75
+    resize_mode: int = 0
+    mask_blur: int = 4
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: bool = False
+    initial_noise_multiplier: float | None = None
+    # job-level
+    override_settings: dict = field(default_factory=dict)
+    save_images: bool = True
+    do_not_save_grid: bool = False
+    mode: str = "txt2img"   # "txt2img" | "img2img"
+
+    @property
+    def is_img2img(self) -> bool:
+        return self.mode == "img2img"
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    infotexts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+    prompts: list[str]
+    negative_prompts: list[str]
+    saved_files: list[str] = field(default_factory=list)
+    grid: Image.Image | None = None
+    info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def js(self) -> dict:
+        """A1111's `info` JSON object."""
+        return self.info
+
+
+class JobControl:
+    """Progress reporting and interrupt/skip flags for one job (thread-safe enough: plain flags)."""
+
+    def __init__(self, on_progress: Callable[["JobControl"], None] | None = None):
+        self.interrupted = False
+        self.skipped = False
+        self.step = 0
+        self.total_steps = 0
+        self.job_no = 0
+        self.job_count = 0
+        self.started = time.time()
+        self.current_latents: torch.Tensor | None = None
+        self.preview_step = -1
+        self.on_progress = on_progress
+        self.textinfo = ""
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def skip(self):
+        self.skipped = True
+
+    @property
+    def progress(self) -> float:
+        if self.total_steps <= 0:
+            return 0.0
+        return min(1.0, self.step / self.total_steps)
+
+    @property
+    def eta(self) -> float | None:
+        p = self.progress
+        if p <= 0:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed / p - elapsed
+
+    def report(self, latents: torch.Tensor | None = None):
+        if latents is not None:
+            self.current_latents = latents
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def validate(req: GenerationRequest) -> None:
+    def num(name, value, lo=None, hi=None, integer=False):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RequestError(name, f"must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(name, f"must be a finite number, got {value!r}")
+        if integer and int(value) != value:
+            raise RequestError(name, f"must be a whole number, got {value!r}")
+        if lo is not None and value < lo:
+            raise RequestError(name, f"must be at least {lo}, got {value!r}")
+        if hi is not None and value > hi:
+            raise RequestError(name, f"must be at most {hi}, got {value!r}")
+
+    for name in ("width", "height"):
+        v = getattr(req, name)
+        num(name, v, 64, 2048, integer=True)
+        if int(v) % 8:
+            raise RequestError(name, f"must be a multiple of 8, got {v}")
+    num("steps", req.steps, 1, 500, integer=True)
+    num("cfg_scale", req.cfg_scale, 0, 100)
+    num("batch_size", req.batch_size, 1, 64, integer=True)
+    num("n_iter", req.n_iter, 1, 1000, integer=True)
+    num("subseed_strength", req.subseed_strength, 0, 1)
+    num("seed", req.seed, -1, rng.MAX_SEED, integer=True)
+    num("subseed", req.subseed, -1, rng.MAX_SEED, integer=True)
+    if req.clip_skip is not None:
+        num("clip_skip", req.clip_skip, 1, 12, integer=True)
+    if not isinstance(req.prompt, str):
+        raise RequestError("prompt", "must be text")
+    if not isinstance(req.negative_prompt, str):
+        raise RequestError("negative_prompt", "must be text")
+    try:
+        samplers.resolve_sampler(req.sampler_name, req.scheduler)
+    except ValueError as e:
+        raise RequestError("sampler_name", str(e)) from None
+    if req.enable_hr or req.is_img2img:
+        num("denoising_strength", req.denoising_strength, 0, 1)
+    if req.enable_hr:
+        num("hr_scale", req.hr_scale, 1, 8)
+        num("hr_second_pass_steps", req.hr_second_pass_steps, 0, 500, integer=True)
+        num("hr_resize_x", req.hr_resize_x, 0, 4096, integer=True)
+        num("hr_resize_y", req.hr_resize_y, 0, 4096, integer=True)
+        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in IMAGE_UPSCALERS:
+            valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
+            raise RequestError("hr_upscaler", f"unknown upscaler {req.hr_upscaler!r}. Valid: {valid}")
+    if req.is_img2img:
+        if not req.init_images:
+            raise RequestError("init_images", "img2img needs an init image")
+        for im in req.init_images:
+            if not isinstance(im, Image.Image):
+                raise RequestError("init_images", "is not an image")
+        num("resize_mode", req.resize_mode, 0, 3, integer=True)
+        num("mask_blur", req.mask_blur, 0, 256, integer=True)
+        num("inpainting_fill", req.inpainting_fill, 0, 3, integer=True)
+        num("inpaint_full_res_padding", req.inpaint_full_res_padding, 0, 1024, integer=True)
+        if req.mask is not None:
+            if not isinstance(req.mask, Image.Image):
+                raise RequestError("mask", "is not an image")
+            if req.mask.size != req.init_images[0].size:
+                raise RequestError("mask", f"size {req.mask.size[0]}x{req.mask.size[1]} differs from the init image's "
+                                           f"{req.init_images[0].size[0]}x{req.init_images[0].size[1]}")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def apply_styles(prompt: str, negative: str, styles: list[str], style_db: dict | None) -> tuple[str, str]:
+    """A style's text replaces `{prompt}` if present, else is appended with ', '."""
+    for name in styles or []:
+        st = (style_db or {}).get(name)
+        if st is None:
+            continue
+        prompt = _merge_style(prompt, st.get("prompt", ""))
+        negative = _merge_style(negative, st.get("negative_prompt", ""))
+    return prompt, negative
+
+
+def _merge_style(text: str, style: str) -> str:
+    if not style:
+        return text
+    if "{prompt}" in style:
+        return style.replace("{prompt}", text)
+    return style if not text.strip() else f"{text}, {style}"
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) in [-1, 1]."""
+    a = np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> PIL images (rounded as diffusers' numpy_to_pil)."""
+    x = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray((a * 255).round().astype("uint8")) for a in x]
+
+
+def _set_tiling(components, enabled: bool) -> None:
+    mode = "circular" if enabled else "zeros"
+    for m in (components.unet, components.vae):
+        for layer in m.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.padding_mode = mode
+
+
+# ---------------------------------------------------------------------------
+# the engine
+
+
+class Processor:
+    """Runs one request on one loaded model. Created per job."""
+
+    def __init__(self, loaded, opts: dict, control: JobControl | None = None, conditioner_cache: dict | None = None,
+                 embeddings: dict | None = None, style_db: dict | None = None):
+        from modules import conditioning
+
+        self.loaded = loaded
+        self.c = loaded.components
+        self.spec = self.c.spec
+        self.opts = opts
+        self.control = control or JobControl()
+        self.style_db = style_db
+        self.device = self.c.unet.device
+        self.dtype = self.c.unet.dtype
+        self.embeddings = embeddings
+        self._conditioning = conditioning
+        self._conditioners: dict = conditioner_cache if conditioner_cache is not None else {}
+        self.warnings: list[str] = []
+
+    # -- conditioning -----------------------------------------------------
+    def conditioner(self, clip_skip: int):
+        key = (id(self.c), clip_skip, self.opts.get("emphasis", "Original"),
+               int(self.opts.get("comma_padding_backtrack", 20)), id(self.embeddings))
+        cond = self._conditioners.get(key)
+        if cond is None:
+            self._conditioners.clear()
+            cond = self._conditioning.TextConditioner(
+                self.c, clip_skip=clip_skip, emphasis=self.opts.get("emphasis", "Original"),
+                comma_padding_backtrack=int(self.opts.get("comma_padding_backtrack", 20)),
+                embeddings=self.embeddings, device=self.device, dtype=self.dtype)
+            self._conditioners[key] = cond
+        return cond
+
+    def schedules(self, prompt: str, steps: int, hires_steps: int | None = None):
+        """[(weight, [(end_step, text), ...]), ...] for the AND sub-prompts of `prompt`."""
+        subs = prompt_parser.split_and(prompt)
+        out = []
+        for text, weight in subs:
+            sched = prompt_parser.get_learned_conditioning_prompt_schedules([text], steps, hires_steps)[0]
+            out.append((weight, [(int(end), t) for end, t in sched]))
+        return out
+
+    # -- the denoising loop -------------------------------------------------
+    def sample(self, *, latents: torch.Tensor, timesteps, scheduler, cond_sched, uncond_sched, cfg_scale: float,
+               image_rng: rng.ImageRNG, steps: int, size: tuple[int, int], clip_skip: int,
+               inpaint: dict | None = None, step_offset: int = 0) -> torch.Tensor:
+        conditioner = self.conditioner(clip_skip)
+        texts = sorted({t for _, s in cond_sched for _, t in s} | {t for _, t in uncond_sched})
+        encoded = dict(zip(texts, conditioner.encode(texts)))
+        B = latents.shape[0]
+        is_xl = self.c.text_encoder_2 is not None or getattr(self.c.unet.config, "addition_embed_type", None) == "text_time"
+        n_t = len(timesteps)
+        ctl = self.control
+        generators = image_rng.generators
+
+        def pick(sched, step):
+            for end, text in sched:
+                if step <= end:
+                    return text
+            return sched[-1][1]
+
+        for i, t in enumerate(timesteps):
+            if ctl.interrupted or ctl.skipped:
+                break
+            step = i * steps // n_t + step_offset
+            uncond = encoded[pick(uncond_sched, step)]
+            conds = [(w, encoded[pick(s, step)]) for w, s in cond_sched]
+            all_c = self._conditioning.pad_to_same_length(conditioner, [uncond] + [c for _, c in conds])
+            use_uncond = not (cfg_scale == 1.0 and len(conds) == 1 and conds[0][0] == 1.0)
+            if not use_uncond:
+                all_c = all_c[1:]
+            ctx = torch.cat([c.context.expand(B, -1, -1) for c in all_c]).to(self.device, self.dtype)
+            n_groups = len(all_c)
+            x = scheduler.scale_model_input(latents, t)
+            if inpaint is not None and inpaint.get("image_cond") is not None:
+                x = torch.cat([x, inpaint["image_cond"]], dim=1)
+            x_in = torch.cat([x] * n_groups).to(self.dtype)
+            kwargs = {}
+            if is_xl:
+                pooled = torch.cat([c.pooled.expand(B, -1) for c in all_c]).to(self.device, self.dtype)
+                tid = self.time_ids(size, negative=False)
+                tids = []
+                for gi in range(n_groups):
+                    neg = use_uncond and gi == 0
+                    tids.append((self.time_ids(size, negative=True) if neg else tid).expand(B, -1))
+                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": torch.cat(tids).to(self.device, self.dtype)}
+            out = self.c.unet(x_in, t, encoder_hidden_states=ctx, return_dict=False, **kwargs)[0].float()
+            chunks = out.chunk(n_groups)
+            if use_uncond:
+                u = chunks[0]
+                noise_pred = u + cfg_scale * sum(w * (c - u) for (w, _), c in zip(conds, chunks[1:]))
+            else:
+                noise_pred = chunks[0]
+            latents = scheduler.step(noise_pred, t, latents, generator=generators, return_dict=False)[0]
+            if inpaint is not None and inpaint.get("blend") is not None:
+                image_latents, mask, noise = inpaint["blend"]
+                if i < n_t - 1:
+                    proper = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
+                else:
+                    proper = image_latents
+                latents = (1 - mask) * proper + mask * latents
+            ctl.step = min(ctl.step + 1, ctl.total_steps)
+            ctl.report(latents)
+        return latents
+
+    def time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
+        h, w = size
+        if self.spec.arch == "sdxl-refiner":
+            score = 2.5 if negative else 6.0
+            ids = [h, w, 0, 0, score]
+        else:
+            ids = [h, w, 0, 0, h, w]
+        return torch.tensor([ids], dtype=torch.float32, device=self.device)
+
+    def make_scheduler(self, req: GenerationRequest):
+        sched = samplers.create_scheduler(req.sampler_name, req.scheduler, dict(self.spec.scheduler_config))
+        return sched
+
+    # -- VAE ------------------------------------------------------------------
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.spec.scaling_factor)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        vae = self.c.vae
+        x = images.to(vae.device, vae.dtype)
+        lat = vae.encode(x).latent_dist.mode()
+        return lat.float() * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.c.vae
+        out = []
+        for i in range(latents.shape[0]):  # one at a time: memory
+            z = (latents[i:i + 1] / self.scaling_factor).to(vae.device, vae.dtype)
+            out.append(vae.decode(z, return_dict=False)[0].float())
+        return torch.cat(out)
+
+    # -- one batch of txt2img ---------------------------------------------------
+    def run_batch(self, req: GenerationRequest, prompt: str, negative: str, seeds: list[int], subseeds: list[int],
+                  clip_skip: int) -> tuple[torch.Tensor, list[Image.Image] | None]:
+        B = len(seeds)
+        lat_c = self.c.vae.config.latent_channels
+        h8, w8 = req.height // 8, req.width // 8
+        image_rng = rng.ImageRNG((lat_c, h8, w8), seeds, subseeds, req.subseed_strength,
+                                 req.seed_resize_from_h, req.seed_resize_from_w)
+        cond_sched = self.schedules(prompt, req.steps)
+        uncond_sched = self.schedules(negative, req.steps)[0][1]
+        if req.is_img2img:
+            return self._img2img_batch(req, image_rng, cond_sched, uncond_sched, clip_skip, B)
+        scheduler = self.make_scheduler(req)
+        scheduler.set_timesteps(req.steps, device=self.device)
+        noise = image_rng.first().to(self.device)
+        latents = noise * scheduler.init_noise_sigma
+        inpaint = None
+        if self.c.unet.config.in_channels == 9:  # inpainting model used for txt2img: everything is masked
+            gray = torch.zeros(B, 3, req.height, req.width)
+            inpaint = {"image_cond": torch.cat([torch.ones(B, 1, h8, w8, device=self.device),
+                                                self.encode(gray).to(self.device)], 1).to(self.dtype)}
+        latents = self.sample(latents=latents, timesteps=scheduler.timesteps, scheduler=scheduler,
+                              cond_sched=cond_sched, uncond_sched=uncond_sched, cfg_scale=req.cfg_scale,
+                              image_rng=image_rng, steps=req.steps, size=(req.height, req.width),
+                              clip_skip=clip_skip, inpaint=inpaint)
+        if req.enable_hr and not self.control.interrupted:
+            latents = self._hires(req, latents, prompt, negative, seeds, subseeds, clip_skip)
+        return latents, None
+
+    def _hires(self, req, latents, prompt, negative, seeds, subseeds, clip_skip):
+        tw, th = hires_target(req)
+        steps = req.hr_second_pass_steps or req.steps
+        if req.hr_upscaler in LATENT_UPSCALE_MODES:
+            mode, aa = LATENT_UPSCALE_MODES[req.hr_upscaler]
+            kw = {"antialias": aa} if mode in ("bilinear", "bicubic") else {}
+            if mode in ("bilinear", "bicubic"):
+                kw["align_corners"] = False
+            latents = F.interpolate(latents.float(), size=(th // 8, tw // 8), mode=mode, **kw)
+        else:
+            imgs = tensor_to_pil(self.decode(latents))
+            resample = Image.NEAREST if req.hr_upscaler == "Nearest" else Image.LANCZOS
+            imgs = [im.resize((tw, th), resample) for im in imgs]
+            latents = self.encode(torch.cat([pil_to_tensor(im) for im in imgs]))
+        latents = latents.to(self.device)
+        image_rng = rng.ImageRNG((latents.shape[1], th // 8, tw // 8), seeds, subseeds, req.subseed_strength,
+                                 req.seed_resize_from_h, req.seed_resize_from_w)
+        hr_prompt = req.hr_prompt or prompt
+        hr_neg = req.hr_negative_prompt or negative
+        cond_sched = self.schedules(hr_prompt, req.steps, steps)
+        uncond_sched = self.schedules(hr_neg, req.steps, steps)[0][1]
+        scheduler = self.make_scheduler(req)
+        timesteps, n = img2img_timesteps(scheduler, steps, req.denoising_strength, self.device)
+        noise = image_rng.first().to(self.device)
+        if len(timesteps) == 0:
+            return latents
+        latents = scheduler.add_noise(latents, noise, timesteps[:1])
+        return self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
+                           uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng, steps=n,
+                           size=(th, tw), clip_skip=clip_skip, step_offset=steps - n)
+
+    # -- img2img / inpaint ------------------------------------------------------
+    def _img2img_batch(self, req, image_rng, cond_sched, uncond_sched, clip_skip, B):
+        from modules import images as images_mod
+
+        init = [im.convert("RGB") for im in req.init_images]
+        mask_img = req.mask.convert("L") if req.mask is not None else None
+        crop_box = None
+        if mask_img is not None and req.inpainting_mask_invert:
+            mask_img = ImageOps.invert(mask_img)
+        if mask_img is not None and req.mask_blur > 0:
+            mask_blurred = mask_img.filter(ImageFilter.GaussianBlur(req.mask_blur))
+        else:
+            mask_blurred = mask_img
+        originals = [im.copy() for im in init]
+        if mask_img is not None and req.inpaint_full_res:
+            crop_box = masked_region(mask_img, req.inpaint_full_res_padding, req.width, req.height)
+            if crop_box is not None:
+                init = [im.crop(crop_box).resize((req.width, req.height), Image.LANCZOS) for im in init]
+                mask_for_model = mask_blurred.crop(crop_box).resize((req.width, req.height), Image.LANCZOS)
+            else:
+                mask_for_model = images_mod.resize_image(req.resize_mode, mask_blurred, req.width, req.height)
+        elif mask_img is not None:
+            init = [images_mod.resize_image(req.resize_mode, im, req.width, req.height) for im in init]
+            mask_for_model = images_mod.resize_image(req.resize_mode, mask_blurred, req.width, req.height)
+        else:
+            init = [images_mod.resize_image(req.resize_mode, im, req.width, req.height) for im in init]
+            mask_for_model = None
+        if mask_for_model is not None and req.inpainting_fill == 0:
+            init = [fill_masked(im, mask_for_model) for im in init]
+        imgs = [init[i % len(init)] for i in range(B)]
+        image_t = torch.cat([pil_to_tensor(im) for im in imgs])
+        image_latents = self.encode(image_t).to(self.device)
+        scheduler = self.make_scheduler(req)
+        timesteps, n = img2img_timesteps(scheduler, req.steps, req.denoising_strength, self.device)
+        noise = image_rng.first().to(self.device)
+        h8, w8 = req.height // 8, req.width // 8
+        inpaint = None
+        latent_mask = None
+        if mask_for_model is not None:
+            m = torch.from_numpy(np.asarray(mask_for_model, dtype=np.float32) / 255.0)[None, None]
+            latent_mask = F.interpolate(m, size=(h8, w8), mode="nearest").to(self.device).expand(B, -1, -1, -1)
+            if req.inpainting_fill == 2:  # latent noise
+                image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
+            elif req.inpainting_fill == 3:  # latent nothing
+                image_latents = image_latents * (1 - latent_mask)
+        if self.c.unet.config.in_channels == 9:
+            if mask_for_model is not None:
+                mbin = (torch.from_numpy(np.asarray(mask_for_model, dtype=np.float32) / 255.0)[None, None] >= 0.5).float()
+                masked_image = image_t * (1 - mbin)
+                mask_lat = F.interpolate(mbin, size=(h8, w8)).expand(B, -1, -1, -1)
+            else:
+                # plain img2img with an inpainting model: everything is masked (A1111's default mask weight 1)
+                masked_image = torch.zeros_like(image_t)
+                mask_lat = torch.ones(B, 1, h8, w8)
+            inpaint = {"image_cond": torch.cat([mask_lat.to(self.device), self.encode(masked_image).to(self.device)], 1)
+                       .to(self.dtype)}
+        elif latent_mask is not None:
+            inpaint = {"blend": (image_latents, latent_mask, noise)}
+        if len(timesteps) == 0:
+            latents = image_latents
+        else:
+            mult = self.opts.get("initial_noise_multiplier", 1.0) if req.initial_noise_multiplier is None \
+                else req.initial_noise_multiplier
+            latents = scheduler.add_noise(image_latents, noise * mult, timesteps[:1])
+            latents = self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
+                                  uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng,
+                                  steps=n, size=(req.height, req.width), clip_skip=clip_skip, inpaint=inpaint,
+                                  step_offset=req.steps - n)
+        overlay = None
+        if mask_img is not None:
+            overlay = (originals, mask_blurred, crop_box)
+        return latents, overlay
+
+    # -- the job ------------------------------------------------------------------
+    def run(self, req: GenerationRequest, save: Callable | None = None) -> GenerationResult:
+        validate(req)
+        t0 = time.perf_counter()
+        opts = dict(self.opts)
+        opts.update(req.override_settings or {})
+        self.opts = opts
+        clip_skip = int(req.clip_skip or opts.get("CLIP_stop_at_last_layers", 1))
+        prompt, negative = apply_styles(req.prompt, req.negative_prompt, req.styles, self.style_db)
+        if opts.get("enable_prompt_comments", True):
+            prompt, negative = prompt_parser.strip_comments(prompt), prompt_parser.strip_comments(negative)
+        prompt_clean, networks = prompt_parser.parse_extra_networks(prompt)
+        negative_clean, _ = prompt_parser.parse_extra_networks(negative)
+        for kind in networks:
+            self.warnings.append(f"extra network '{kind}' is not supported yet; its tags were ignored")
+        seed = rng.fix_seed(req.seed)
+        subseed = rng.fix_seed(req.subseed)
+        n_total = req.n_iter * req.batch_size
+        all_seeds = [seed + i for i in range(n_total)]
+        all_subseeds = [subseed + i for i in range(n_total)] if req.subseed_strength > 0 else [subseed] * n_total
+        ctl = self.control
+        steps_per_image = self._steps_for(req)
+        ctl.total_steps = steps_per_image * req.n_iter
+        ctl.job_count = req.n_iter
+        ctl.step = 0
+        ctl.started = time.time()
+        _set_tiling(self.c, req.tiling)
+        images_out, infotexts = [], []
+        result = GenerationResult([], [], [], [], [], [])
+        try:
+            with torch.inference_mode():
+                for it in range(req.n_iter):
+                    if ctl.interrupted:
+                        break
+                    ctl.job_no = it
+                    ctl.skipped = False
+                    s = all_seeds[it * req.batch_size:(it + 1) * req.batch_size]
+                    ss = all_subseeds[it * req.batch_size:(it + 1) * req.batch_size]
+                    latents, overlay = self.run_batch(req, prompt_clean, negative_clean, s, ss, clip_skip)
+                    if ctl.interrupted and ctl.step == 0:
+                        break
+                    decoded = self.decode(latents)
+                    pics = tensor_to_pil(decoded)
+                    if overlay is not None:
+                        pics = [apply_overlay(p, overlay, j) for j, p in enumerate(pics)]
+                    for j, pic in enumerate(pics):
+                        idx = it * req.batch_size + j
+                        text = self.infotext(req, prompt, negative, all_seeds[idx], all_subseeds[idx], clip_skip,
+                                             pic.size)
+                        images_out.append(pic)
+                        infotexts.append(text)
+                        result.seeds.append(all_seeds[idx])
+                        result.subseeds.append(all_subseeds[idx])
+                        if save is not None and req.save_images and opts.get("samples_save", True):
+                            result.saved_files.append(str(save(pic, text, all_seeds[idx], prompt, req, opts)))
+                    ctl.step = steps_per_image * (it + 1)
+        finally:
+            _set_tiling(self.c, False)
+        result.images, result.infotexts = images_out, infotexts
+        result.prompts = [prompt] * len(images_out)
+        result.negative_prompts = [negative] * len(images_out)
+        result.interrupted = ctl.interrupted
+        result.warnings = list(self.warnings)
+        result.seconds = time.perf_counter() - t0
+        result.info = self.info_json(req, prompt, negative, result, clip_skip)
+        return result
+
+    def _steps_for(self, req: GenerationRequest) -> int:
+        """Scheduler calls per image (progress total)."""
+        sch = self.make_scheduler(req)
+        sch.set_timesteps(req.steps)
+        n = len(sch.timesteps)
+        if req.is_img2img:
+            n = len(img2img_timesteps(self.make_scheduler(req), req.steps, req.denoising_strength, "cpu")[0])
+        if req.enable_hr:
+            steps = req.hr_second_pass_steps or req.steps
+            n += len(img2img_timesteps(self.make_scheduler(req), steps, req.denoising_strength, "cpu")[0])
+        return max(n, 1)
+
+    def infotext(self, req, prompt, negative, seed, subseed, clip_skip, size) -> str:
+        from modules import infotext
+
+        info = self.loaded.info
+        sampler, sched = samplers.resolve_sampler(req.sampler_name, req.scheduler)
+        params = {
+            "Steps": req.steps,
+            "Sampler": sampler.name,
+            "Schedule type": sched.label if sched.name != "automatic" else None,
+            "CFG scale": req.cfg_scale,
+            "Seed": seed,
+            "Size": f"{req.width}x{req.height}",
+            "Model hash": info.shorthash,
+            "Model": info.model_name,
+            "VAE hash": None,
+            "VAE": self.loaded.vae_name if self.loaded.vae_name != "None" else None,
+            "Variation seed": subseed if req.subseed_strength > 0 else None,
+            "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
+            "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
+            if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None,
+            "Denoising strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
+            "Mask blur": req.mask_blur if (req.is_img2img and req.mask is not None) else None,
+            "Clip skip": clip_skip if clip_skip > 1 else None,
+            "Tiling": True if req.tiling else None,
+        }
+        if req.enable_hr:
+            tw, th = hires_target(req)
+            if req.hr_resize_x or req.hr_resize_y:
+                params["Hires resize"] = f"{tw}x{th}"
+            else:
+                params["Hires upscale"] = req.hr_scale
+            params["Hires steps"] = req.hr_second_pass_steps or None
+            params["Hires upscaler"] = req.hr_upscaler
+        params["Version"] = VERSION
+        return infotext.create_infotext(prompt, negative, params)
+
+    def info_json(self, req, prompt, negative, result, clip_skip) -> dict:
+        info = self.loaded.info
+        return {
+            "prompt": prompt,
+            "all_prompts": result.prompts,
+            "negative_prompt": negative,
+            "all_negative_prompts": result.negative_prompts,
+            "seed": result.seeds[0] if result.seeds else rng.fix_seed(req.seed),
+            "all_seeds": result.seeds,
+            "subseed": result.subseeds[0] if result.subseeds else 0,
+            "all_subseeds": result.subseeds,
+            "subseed_strength": req.subseed_strength,
+            "width": req.width,
+            "height": req.height,
+            "sampler_name": req.sampler_name,
+            "scheduler": req.scheduler,
+            "cfg_scale": req.cfg_scale,
+            "steps": req.steps,
+            "batch_size": req.batch_size,
+            "restore_faces": False,
+            "face_restoration_model": None,
+            "sd_model_name": info.model_name,
+            "sd_model_hash": info.shorthash,
+            "sd_vae_name": self.loaded.vae_name if self.loaded.vae_name != "None" else None,
+            "sd_vae_hash": None,
+            "seed_resize_from_w": req.seed_resize_from_w,
+            "seed_resize_from_h": req.seed_resize_from_h,
+            "denoising_strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
+            "extra_generation_params": {},
+            "index_of_first_image": 0,
+            "infotexts": result.infotexts,
+            "styles": list(req.styles),
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+            "clip_skip": clip_skip,
+            "is_using_inpainting_conditioning": self.c.unet.config.in_channels == 9,
+            "version": VERSION,
+            "warnings": result.warnings,
+        }
+
+
+def hires_target(req: GenerationRequest) -> tuple[int, int]:
+    """Target (width, height) of the hires pass, as A1111: resize-to wins over scale; multiples of 8."""
+    if req.hr_resize_x == 0 and req.hr_resize_y == 0:
+        w, h = int(req.width * req.hr_scale), int(req.height * req.hr_scale)
+    elif req.hr_resize_y == 0:
+        w = req.hr_resize_x
+        h = req.hr_resize_x * req.height // req.width
+    elif req.hr_resize_x == 0:
+        h = req.hr_resize_y
+        w = req.hr_resize_y * req.width // req.height
+    else:
+        w, h = req.hr_resize_x, req.hr_resize_y
+    return w // 8 * 8, h // 8 * 8
+
+
+def img2img_timesteps(scheduler, steps: int, strength: float, device):
+    """diffusers' img2img rule: run the last int(steps*strength) steps of a `steps`-step schedule."""
+    scheduler.set_timesteps(steps, device=device)
+    init_timestep = min(int(steps * strength), steps)
+    t_start = max(steps - init_timestep, 0)
+    timesteps = scheduler.timesteps[t_start * scheduler.order:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
+    return timesteps, steps - t_start
+
+
+def masked_region(mask: Image.Image, pad: int, width: int, height: int):
+    """Bounding box of the mask, padded, grown to the target aspect ratio, clipped to the image."""
+    box = mask.point(lambda v: 255 if v > 0 else 0).getbbox()
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box
+    W, H = mask.size
+    x1, y1, x2, y2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, W), min(y2 + pad, H)
+    ratio = width / height
+    bw, bh = x2 - x1, y2 - y1
+    if bw / bh < ratio:
+        grow = int(bh * ratio) - bw
+        x1, x2 = x1 - grow // 2, x2 + grow - grow // 2
+        if x1 < 0:
+            x2 -= x1
+            x1 = 0
+        if x2 > W:
+            x1 -= x2 - W
+            x2 = W
+        x1 = max(x1, 0)
+    else:
+        grow = int(bw / ratio) - bh
+        y1, y2 = y1 - grow // 2, y2 + grow - grow // 2
+        if y1 < 0:
+            y2 -= y1
+            y1 = 0
+        if y2 > H:
+            y1 -= y2 - H
+            y2 = H
+        y1 = max(y1, 0)
+    return (x1, y1, x2, y2)
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """'fill': paint the masked area with blurred colours of its surroundings."""
+    im = image.convert("RGB")
+    m = mask.convert("L").point(lambda v: 255 if v > 127 else 0)
+    keep = ImageOps.invert(m)
+    base = Image.new("RGB", im.size, (127, 127, 127))
+    base.paste(im, mask=keep)
+    for radius in (256, 64, 16, 4, 2, 1):
+        blurred = base.filter(ImageFilter.GaussianBlur(radius))
+        base = Image.composite(base, blurred, keep)
+    return Image.composite(base, im, m)
+
+
+def apply_overlay(pic: Image.Image, overlay, j: int) -> Image.Image:
+    """Paste the generated part back over the original image through the (blurred) mask."""
+    originals, mask, crop_box = overlay
+    orig = originals[j % len(originals)].convert("RGB")
+    if crop_box is not None:
+        x1, y1, x2, y2 = crop_box
+        region = pic.resize((x2 - x1, y2 - y1), Image.LANCZOS)
+        canvas = orig.copy()
+        canvas.paste(region, (x1, y1))
+        return Image.composite(canvas, orig, mask.convert("L"))
+    if orig.size != pic.size:
+        orig = orig.resize(pic.size, Image.LANCZOS)
+        mask = mask.resize(pic.size, Image.LANCZOS)
+    return Image.composite(pic, orig, mask.convert("L"))

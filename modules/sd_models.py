@@ -1,0 +1,394 @@
+"""The checkpoint library: discovery, hashes and titles, lookup, loading and switching.
+
+A checkpoint is listed as ``"sub/name.safetensors [abcdef1234]"``: its path
+relative to the folder it was found in, and the first 10 hex digits of its
+sha256.  Loading goes through :mod:`modules.model_formats` (architecture from
+keys and shapes, local configs only, no network).  One :class:`ModelManager`
+per app owns the loaded model; it is passed to whoever needs it.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import struct
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from modules import devices, hashes
+from modules.devices import DevicePolicy
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EXTS = (".safetensors", ".ckpt")
+VAE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+class ModelLoadError(Exception):
+    """A model could not be found or loaded; the message is meant for the user."""
+
+
+@dataclass
+class CheckpointInfo:
+    filename: Path          # absolute path (file or diffusers folder)
+    name: str               # path relative to its scan root, '/' separators
+    sha256: str
+    is_folder: bool = False
+    arch: str | None = None  # detected at listing time where cheap (safetensors header)
+    native_resolution: int | None = None
+
+    @property
+    def shorthash(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.shorthash}]"
+
+    @property
+    def model_name(self) -> str:
+        """Name without extension, folders joined by '_' (A1111's 'Model:' infotext value)."""
+        stem = self.name[: -len(Path(self.name).suffix)] if Path(self.name).suffix in CHECKPOINT_EXTS else self.name
+        return stem.replace("/", "_").replace("\\", "_")
+
+    @property
+    def legacy_hash(self) -> str:
+        return "" if self.is_folder else hashes.legacy_model_hash(self.filename)
+
+    def api_dict(self) -> dict:
+        return {"title": self.title, "model_name": self.model_name, "hash": self.shorthash,
+                "sha256": self.sha256, "filename": str(self.filename), "config": None}
+
+
+@dataclass
+class BadFile:
+    filename: Path
+    reason: str
+
+
+# ---------------------------------------------------------------------------
+# cheap checks made while listing
+
+
+def _safetensors_header(path: Path) -> dict:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ModelLoadError("file is too short to be a .safetensors file")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, 100 << 20):
+            raise ModelLoadError("the .safetensors header is damaged (its length runs past the end of the file)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise ModelLoadError("the .safetensors header is not valid JSON") from None
+    end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if end > size:
+        raise ModelLoadError(f"the file is truncated: it has {size} bytes, its header promises {end}")
+    return header
+
+
+_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def probe_checkpoint(path: Path):
+    """Check a file without loading its tensors; return its ModelSpec (None if unknown yet) or raise ModelLoadError."""
+    from modules import model_formats
+
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError("folder has no model_index.json (not a diffusers model folder)")
+        return None
+    if path.suffix == ".safetensors":
+        header = _safetensors_header(path)
+        meta = header.pop("__metadata__", None) or {}
+        sd = {k: torch.empty(v["shape"], dtype=_DTYPES.get(v["dtype"], torch.float32), device="meta")
+              for k, v in header.items()}
+        try:
+            spec = model_formats.detect_architecture(sd, metadata=meta, sidecar=read_sidecar(path))
+        except model_formats.ModelFormatError as e:
+            raise ModelLoadError(str(e)) from None
+        return spec
+    if path.suffix == ".ckpt":
+        if not zipfile.is_zipfile(path):
+            # old (pre-1.6) torch pickles are not zip files; they are rare; defer to load time
+            with open(path, "rb") as f:
+                if f.read(2) != b"\x80\x02":
+                    raise ModelLoadError("not a PyTorch checkpoint (neither a zip archive nor a pickle); the file may be truncated")
+        return None
+    raise ModelLoadError(f"unsupported file type {path.suffix}")
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """`name.json` (or `name.yaml` with simple key: value lines) next to a checkpoint overrides detection."""
+    stem = path.with_suffix("")
+    js = stem.with_suffix(".json")
+    if js.is_file():
+        try:
+            data = json.loads(js.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else None
+        except ValueError as e:
+            log.warning("ignoring sidecar %s: %s", js, e)
+    return None
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    info: CheckpointInfo
+    components: object           # model_formats.SDComponents
+    vae_name: str                # "None" (checkpoint's own), or a VAE file's name
+    own_vae_state: dict = field(repr=False, default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def spec(self):
+        return self.components.spec
+
+
+class ModelManager:
+    """Lists checkpoints and VAEs, loads one model at a time, switches safely."""
+
+    def __init__(self, paths, policy: DevicePolicy | None = None):
+        self.paths = paths
+        self.policy = policy or devices.cpu_policy()
+        self.hash_cache = hashes.HashCache(paths.cache_file)
+        self.checkpoints: dict[str, CheckpointInfo] = {}
+        self.bad_files: list[BadFile] = []
+        self.vaes: dict[str, Path] = {}
+        self.loaded: LoadedModel | None = None
+        self.lock = threading.RLock()
+        self._list_lock = threading.Lock()
+
+    # -- listing -----------------------------------------------------------
+    def refresh(self) -> list[CheckpointInfo]:
+        with self._list_lock:
+            found: dict[str, CheckpointInfo] = {}
+            bad: list[BadFile] = []
+            for root in self.paths.ckpt_dirs:
+                if not root.is_dir():
+                    continue
+                for path in _scan(root):
+                    name = path.relative_to(root).as_posix()
+                    try:
+                        spec = probe_checkpoint(path)
+                        sha = self.hash_cache.sha256("checkpoint/" + name, path)
+                    except ModelLoadError as e:
+                        bad.append(BadFile(path, str(e)))
+                        log.warning("skipping %s: %s", path, e)
+                        continue
+                    except OSError as e:
+                        bad.append(BadFile(path, f"cannot read: {e}"))
+                        continue
+                    info = CheckpointInfo(path, name, sha, is_folder=path.is_dir(),
+                                          arch=spec.arch if spec else None,
+                                          native_resolution=int(spec.native_resolution) if spec else None)
+                    found.setdefault(info.title, info)
+            self.checkpoints = dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+            self.bad_files = bad
+            self.vaes = self._scan_vaes()
+            return list(self.checkpoints.values())
+
+    def _scan_vaes(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for root in self.paths.vae_dirs:
+            if root.is_dir():
+                for p in sorted(root.rglob("*")):
+                    if p.is_file() and p.suffix in VAE_EXTS:
+                        out.setdefault(p.relative_to(root).as_posix(), p)
+        for root in self.paths.ckpt_dirs:  # name.vae.safetensors beside checkpoints
+            if root.is_dir():
+                for p in sorted(root.rglob("*.vae.*")):
+                    if p.is_file() and p.suffix in VAE_EXTS:
+                        out.setdefault(p.relative_to(root).as_posix(), p)
+        return out
+
+    def titles(self) -> list[str]:
+        return list(self.checkpoints)
+
+    def vae_choices(self) -> list[str]:
+        return ["Automatic", "None", *self.vaes]
+
+    # -- lookup ------------------------------------------------------------
+    def find(self, query: str) -> CheckpointInfo:
+        """By title, name, name without extension, short/legacy hash, sha256, then closest match."""
+        if not self.checkpoints:
+            self.refresh()
+        q = (query or "").strip()
+        if not q:
+            raise ModelLoadError("no checkpoint name given")
+        infos = list(self.checkpoints.values())
+        for info in infos:
+            if q in (info.title, info.name, info.model_name, str(info.filename)):
+                return info
+        ql = q.lower().strip("[]")
+        if len(ql) >= 8 and all(c in "0123456789abcdef" for c in ql):
+            for info in infos:
+                if info.sha256.startswith(ql):
+                    return info
+            if len(ql) == 8:
+                for info in infos:
+                    if not info.is_folder and info.legacy_hash == ql:
+                        return info
+        p = Path(q)
+        if p.exists() and (p.suffix in CHECKPOINT_EXTS or p.is_dir()):
+            sha = self.hash_cache.sha256("checkpoint/" + p.name, p)
+            return CheckpointInfo(p.resolve(), p.name, sha, is_folder=p.is_dir())
+        # closest: a title containing the query (shortest first), then fuzzy
+        contains = sorted((i for i in infos if ql in i.title.lower()), key=lambda i: len(i.title))
+        if contains:
+            return contains[0]
+        by_stem = {Path(i.name).stem.lower(): i for i in infos}
+        close = difflib.get_close_matches(Path(ql).stem, list(by_stem), n=1, cutoff=0.6)
+        if close:
+            return by_stem[close[0]]
+        names = ", ".join(self.checkpoints) or "(none found)"
+        raise ModelLoadError(f"checkpoint '{query}' not found. Available: {names}")
+
+    def default_checkpoint(self) -> CheckpointInfo | None:
+        if not self.checkpoints:
+            self.refresh()
+        infos = list(self.checkpoints.values())
+        return infos[0] if infos else None
+
+    # -- loading -----------------------------------------------------------
+    def resolve_vae(self, info: CheckpointInfo, choice: str | None) -> tuple[str, Path | None]:
+        choice = choice or "Automatic"
+        if choice == "None":
+            return "None", None
+        if choice == "Automatic":
+            base = info.filename.with_suffix("") if not info.is_folder else info.filename
+            for ext in VAE_EXTS:
+                cand = base.parent / f"{base.name}.vae{ext}"
+                if cand.is_file():
+                    return cand.name, cand
+            stem = Path(info.name).stem
+            for name, p in self.vaes.items():
+                if Path(name).stem in (stem, stem + ".vae") and ".vae." not in p.name:
+                    return name, p
+            return "None", None
+        if choice in self.vaes:
+            return choice, self.vaes[choice]
+        for name, p in self.vaes.items():
+            if Path(name).stem == choice or p.name == choice:
+                return name, p
+        raise ModelLoadError(f"VAE '{choice}' not found. Available: {', '.join(self.vae_choices())}")
+
+    def load(self, query: str | CheckpointInfo | None = None, vae: str | None = None) -> LoadedModel:
+        """Make `query` the loaded model (no-op if it already is). On failure the previous model stays."""
+        from modules import model_formats
+
+        with self.lock:
+            info = query if isinstance(query, CheckpointInfo) else (
+                self.find(query) if query else (self.loaded.info if self.loaded else self.default_checkpoint()))
+            if info is None:
+                raise ModelLoadError("no checkpoint found in " + ", ".join(str(d) for d in self.paths.ckpt_dirs))
+            vae_name, vae_path = self.resolve_vae(info, vae)
+            if self.loaded is not None and self.loaded.info.sha256 == info.sha256:
+                if self.loaded.vae_name != vae_name:
+                    self._apply_vae(self.loaded, vae_name, vae_path)
+                return self.loaded
+            t0 = time.perf_counter()
+            previous = self.loaded
+            try:
+                if info.is_folder:
+                    state_dict = None
+                else:
+                    state_dict, meta = model_formats.read_state_dict(info.filename)
+                    spec = model_formats.detect_architecture(state_dict, metadata=meta, sidecar=read_sidecar(info.filename))
+            except model_formats.ModelFormatError as e:
+                raise ModelLoadError(f"{info.name}: {e}") from None
+            except (OSError, RuntimeError, ValueError) as e:
+                raise ModelLoadError(f"{info.name}: cannot read the file ({e})") from None
+            # the new file is readable and recognised: release the old model before building the new one
+            self.unload()
+            try:
+                if info.is_folder:
+                    comps = model_formats.load_diffusers_folder(info.filename, dtype=torch.float32)
+                else:
+                    comps = model_formats.build_components(state_dict, spec, dtype=torch.float32, device="cpu")
+                    del state_dict
+                loaded = LoadedModel(info=info, components=comps, vae_name="None")
+                loaded.own_vae_state = {k: v.detach().clone() for k, v in comps.vae.state_dict().items()} if vae_path else {}
+                if vae_path is not None:
+                    self._apply_vae(loaded, vae_name, vae_path)
+                self._to_device(comps)
+            except Exception as e:  # noqa: BLE001 - any failure: report, restore the previous model
+                self.loaded = None
+                devices.release_memory()
+                if previous is not None:
+                    try:
+                        self.load(previous.info, previous.vae_name)
+                    except ModelLoadError:
+                        log.exception("could not restore the previous model")
+                if isinstance(e, ModelLoadError):
+                    raise
+                raise ModelLoadError(f"{info.name}: {e}") from e
+            loaded.load_seconds = time.perf_counter() - t0
+            self.loaded = loaded
+            log.info("loaded %s (%s) in %.1fs", info.title, comps.spec.arch, loaded.load_seconds)
+            return loaded
+
+    def _apply_vae(self, loaded: LoadedModel, vae_name: str, vae_path: Path | None) -> None:
+        from modules import model_formats
+
+        vae = loaded.components.vae
+        if not loaded.own_vae_state:
+            loaded.own_vae_state = {k: v.detach().to("cpu", copy=True) for k, v in vae.state_dict().items()}
+        if vae_path is None:
+            sd = loaded.own_vae_state
+        else:
+            try:
+                sd = model_formats.load_vae_state_dict(vae_path)
+            except model_formats.ModelFormatError as e:
+                raise ModelLoadError(f"VAE {vae_name}: {e}") from None
+        missing, unexpected = vae.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            vae.load_state_dict(loaded.own_vae_state)
+            raise ModelLoadError(f"VAE {vae_name} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+        loaded.vae_name = vae_name
+
+    def _to_device(self, comps) -> None:
+        pol = self.policy
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            m = getattr(comps, name, None)
+            if m is not None:
+                m.to(device=pol.device, dtype=pol.dtype).eval().requires_grad_(False)
+        comps.vae.to(device=pol.device, dtype=pol.vae_dtype).eval().requires_grad_(False)
+
+    def unload(self) -> None:
+        with self.lock:
+            if self.loaded is None:
+                return
+            self.loaded = None
+            devices.release_memory()
+
+
+def native_resolution_of(info: CheckpointInfo) -> int:
+    if info.native_resolution:
+        return info.native_resolution
+    return {"sdxl": 1024, "sdxl-refiner": 1024, "sd2-v": 768}.get(info.arch or "", 512)
+
+
+def _scan(root: Path):
+    """Checkpoint files and diffusers folders under root, recursively, sorted."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_dir():
+            if (p / "model_index.json").is_file():
+                out.append(p)
+        elif p.suffix in CHECKPOINT_EXTS and ".vae." not in p.name:
+            if any((q / "model_index.json").is_file() for q in p.parents if root in q.parents or q == root):
+                continue  # weights inside a diffusers folder
+            out.append(p)
+    return out

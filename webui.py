@@ -1,0 +1,87 @@
+"""Wires the app: FastAPI server + Gradio UI + /sdapi/v1 API + the job queue.
+
+`python launch.py` prepares the environment and calls :func:`main`; this file
+can also be run directly (`python webui.py`) in a ready environment.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # never reach the model hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+log = logging.getLogger("webui")
+
+
+def create_server(app_core, with_ui: bool = True, with_api: bool = False):
+    """Build the FastAPI application for an :class:`modules.app.App`."""
+    from fastapi import FastAPI
+
+    server = FastAPI(title="Stable Diffusion web UI", docs_url="/docs", openapi_url="/openapi.json")
+    server.state.core = app_core
+
+    @server.get("/healthz", include_in_schema=False)
+    def healthz():
+        loaded = app_core.models.loaded
+        return {"ok": True, "model": loaded.info.title if loaded else None, "model_error": app_core.model_error}
+
+    if with_api:
+        from modules import api
+        api.register(server, app_core)
+    if with_ui:
+        import gradio as gr
+
+        from modules.ui import create_ui
+
+        blocks, head, css = create_ui(app_core)
+        gr.mount_gradio_app(server, blocks, path="/", head=head, css=css, show_error=True,
+                            footer_links=["api", "settings"] if with_api else ["settings"])
+    return server
+
+
+def main(argv: list[str] | None = None, started_at: float | None = None) -> None:
+    from modules import cmd_args
+
+    t0 = started_at or time.perf_counter()
+    args = cmd_args.parse_args(argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import uvicorn
+
+    from modules.app import App
+
+    core = App(args)
+    t_core = time.perf_counter()
+    print(f"[startup] app core: {t_core - t0:.2f}s since launch", flush=True)
+    core.load_in_background()  # the page answers while the model loads
+    server = create_server(core, with_ui=not args.nowebui, with_api=args.api or args.nowebui)
+    t_ui = time.perf_counter()
+    print(f"[startup] UI built: {t_ui - t_core:.2f}s", flush=True)
+    host = cmd_args.server_name(args)
+    port = args.port or 7860
+    config = uvicorn.Config(server, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    userver = uvicorn.Server(config)
+
+    def announce():
+        while not userver.started:
+            time.sleep(0.05)
+        print(f"Running on local URL:  http://{host}:{port}", flush=True)
+        print(f"[startup] ready: {time.perf_counter() - t0:.2f}s since launch", flush=True)
+        if args.autolaunch:
+            import webbrowser
+            webbrowser.open(f"http://127.0.0.1:{port}")
+
+    threading.Thread(target=announce, daemon=True).start()
+    userver.run()
+
+
+if __name__ == "__main__":
+    main()
