@@ -152,8 +152,8 @@ class App:
         outdir = Path(outdir)
         if not outdir.is_absolute():
             outdir = self.paths.data_dir / outdir
-        sub = time.strftime("%Y-%m-%d")
         return images.save_image(
-            image, outdir / sub, opts.get("samples_filename_pattern") or "[seed]-[prompt_spaces]",
+            image, outdir, pattern=opts.get("samples_filename_pattern") or "[seed]-[prompt_spaces]",
             seed=seed, prompt=prompt, infotext=infotext if opts.get("enable_pnginfo", True) else None,
-            extension=opts.get("samples_format", "png"), number=bool(opts.get("save_images_add_number", True)))
+            extension=opts.get("samples_format", "png"), dir_pattern=opts.get("directories_filename_pattern") or "[date]",
+            jpeg_quality=int(opts.get("jpeg_quality", 80)), number=bool(opts.get("save_images_add_number", True)))

@@ -201,10 +201,7 @@ def validate(req: GenerationRequest) -> None:
         raise RequestError("prompt", "must be text")
     if not isinstance(req.negative_prompt, str):
         raise RequestError("negative_prompt", "must be text")
-    try:
-        samplers.resolve_sampler(req.sampler_name, req.scheduler)
-    except ValueError as e:
-        raise RequestError("sampler_name", str(e)) from None
+    resolve_sampler_lenient(req)
     if req.enable_hr or req.is_img2img:
         num("denoising_strength", req.denoising_strength, 0, 1)
     if req.enable_hr:
@@ -327,54 +324,44 @@ class Processor:
     def sample(self, *, latents: torch.Tensor, timesteps, scheduler, cond_sched, uncond_sched, cfg_scale: float,
                image_rng: rng.ImageRNG, steps: int, size: tuple[int, int], clip_skip: int,
                inpaint: dict | None = None, step_offset: int = 0) -> torch.Tensor:
+        """The denoising loop. `cond_sched` = [(weight, [(end_step, text)])] for the AND sub-prompts,
+        `uncond_sched` = [(end_step, text)] for the negative prompt."""
         conditioner = self.conditioner(clip_skip)
-        texts = sorted({t for _, s in cond_sched for _, t in s} | {t for _, t in uncond_sched})
-        encoded = dict(zip(texts, conditioner.encode(texts)))
+        # each schedule's texts are encoded together, as A1111 does (one batch per prompt schedule)
+        cond_enc = [(w, sched, conditioner.encode([t for _, t in sched], joint=True)) for w, sched in cond_sched]
+        uncond_enc = conditioner.encode([t for _, t in uncond_sched], joint=True, is_negative=True)
         B = latents.shape[0]
-        is_xl = self.c.text_encoder_2 is not None or getattr(self.c.unet.config, "addition_embed_type", None) == "text_time"
+        is_xl = getattr(self.c.unet.config, "addition_embed_type", None) == "text_time"
         n_t = len(timesteps)
         ctl = self.control
-        generators = image_rng.generators
+        step_kwargs = self._step_kwargs(scheduler, image_rng)
 
-        def pick(sched, step):
-            for end, text in sched:
+        def pick(sched, encs, step):
+            # A1111: the first schedule entry whose end step is >= the current (0-based) step
+            for (end, _), enc in zip(sched, encs):
                 if step <= end:
-                    return text
-            return sched[-1][1]
+                    return enc
+            return encs[-1]
 
+        use_uncond = not (cfg_scale == 1.0 and len(cond_sched) == 1 and cond_sched[0][0] == 1.0)
         for i, t in enumerate(timesteps):
             if ctl.interrupted or ctl.skipped:
                 break
             step = i * steps // n_t + step_offset
-            uncond = encoded[pick(uncond_sched, step)]
-            conds = [(w, encoded[pick(s, step)]) for w, s in cond_sched]
-            all_c = self._conditioning.pad_to_same_length(conditioner, [uncond] + [c for _, c in conds])
-            use_uncond = not (cfg_scale == 1.0 and len(conds) == 1 and conds[0][0] == 1.0)
-            if not use_uncond:
-                all_c = all_c[1:]
-            ctx = torch.cat([c.context.expand(B, -1, -1) for c in all_c]).to(self.device, self.dtype)
-            n_groups = len(all_c)
+            conds = [pick(sched, encs, step) for _, sched, encs in cond_enc]
+            weights = [w for w, _, _ in cond_enc]
+            groups = ([pick(uncond_sched, uncond_enc, step)] if use_uncond else []) + conds
+            negative_flags = ([True] if use_uncond else []) + [False] * len(conds)
             x = scheduler.scale_model_input(latents, t)
             if inpaint is not None and inpaint.get("image_cond") is not None:
                 x = torch.cat([x, inpaint["image_cond"]], dim=1)
-            x_in = torch.cat([x] * n_groups).to(self.dtype)
-            kwargs = {}
-            if is_xl:
-                pooled = torch.cat([c.pooled.expand(B, -1) for c in all_c]).to(self.device, self.dtype)
-                tid = self.time_ids(size, negative=False)
-                tids = []
-                for gi in range(n_groups):
-                    neg = use_uncond and gi == 0
-                    tids.append((self.time_ids(size, negative=True) if neg else tid).expand(B, -1))
-                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": torch.cat(tids).to(self.device, self.dtype)}
-            out = self.c.unet(x_in, t, encoder_hidden_states=ctx, return_dict=False, **kwargs)[0].float()
-            chunks = out.chunk(n_groups)
+            outs = self._unet_groups(x, t, groups, negative_flags, B, size, is_xl)
             if use_uncond:
-                u = chunks[0]
-                noise_pred = u + cfg_scale * sum(w * (c - u) for (w, _), c in zip(conds, chunks[1:]))
+                u = outs[0]
+                noise_pred = u + cfg_scale * sum(w * (c - u) for w, c in zip(weights, outs[1:]))
             else:
-                noise_pred = chunks[0]
-            latents = scheduler.step(noise_pred, t, latents, generator=generators, return_dict=False)[0]
+                noise_pred = outs[0]
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
             if inpaint is not None and inpaint.get("blend") is not None:
                 image_latents, mask, noise = inpaint["blend"]
                 if i < n_t - 1:
@@ -386,6 +373,39 @@ class Processor:
             ctl.report(latents)
         return latents
 
+    def _unet_groups(self, x, t, conds, negative_flags, B, size, is_xl) -> list[torch.Tensor]:
+        """Run the UNet for each conditioning; those of equal length share one batched call
+        (A1111's default: prompts of different lengths are not padded, they run separately)."""
+        by_len: dict[int, list[int]] = {}
+        for gi, c in enumerate(conds):
+            by_len.setdefault(c.context.shape[1], []).append(gi)
+        outs: list[torch.Tensor | None] = [None] * len(conds)
+        for idxs in by_len.values():
+            n = len(idxs)
+            ctx = torch.cat([conds[gi].context.expand(B, -1, -1) for gi in idxs]).to(self.device, self.dtype)
+            x_in = torch.cat([x] * n).to(self.dtype)
+            kwargs = {}
+            if is_xl:
+                pooled = torch.cat([conds[gi].pooled.expand(B, -1) for gi in idxs]).to(self.device, self.dtype)
+                tids = torch.cat([self.time_ids(size, negative=negative_flags[gi]).expand(B, -1) for gi in idxs])
+                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": tids.to(self.device, self.dtype)}
+            out = self.c.unet(x_in, t, encoder_hidden_states=ctx, return_dict=False, **kwargs)[0].float()
+            for gi, chunk in zip(idxs, out.chunk(n)):
+                outs[gi] = chunk
+        return outs
+
+    def _step_kwargs(self, scheduler, image_rng: rng.ImageRNG) -> dict:
+        """Per-image generators for samplers that add noise; eta where the sampler takes one."""
+        params = _step_params(type(scheduler))
+        kw = {}
+        if "generator" in params:
+            kw["generator"] = image_rng.generators
+        if "eta" in params:
+            kw["eta"] = float(self.opts.get("eta_ddim", 0.0))
+        if hasattr(scheduler, "noise_sampler_seed"):  # DPM++ SDE: Brownian tree seeded from the first image
+            scheduler.noise_sampler_seed = int(image_rng.seeds[0])
+        return kw
+
     def time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
         h, w = size
         if self.spec.arch == "sdxl-refiner":
@@ -396,8 +416,11 @@ class Processor:
         return torch.tensor([ids], dtype=torch.float32, device=self.device)
 
     def make_scheduler(self, req: GenerationRequest):
-        sched = samplers.create_scheduler(req.sampler_name, req.scheduler, dict(self.spec.scheduler_config))
-        return sched
+        sampler, sched, warning = resolve_sampler_lenient(req)
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+        scheduler = samplers.create_scheduler(sampler.name, sched.name, dict(self.spec.scheduler_config))
+        return scheduler
 
     # -- VAE ------------------------------------------------------------------
     @property
@@ -434,11 +457,7 @@ class Processor:
         scheduler.set_timesteps(req.steps, device=self.device)
         noise = image_rng.first().to(self.device)
         latents = noise * scheduler.init_noise_sigma
-        inpaint = None
-        if self.c.unet.config.in_channels == 9:  # inpainting model used for txt2img: everything is masked
-            gray = torch.zeros(B, 3, req.height, req.width)
-            inpaint = {"image_cond": torch.cat([torch.ones(B, 1, h8, w8, device=self.device),
-                                                self.encode(gray).to(self.device)], 1).to(self.dtype)}
+        inpaint = self._txt2img_inpaint_cond(B, req.height, req.width)
         latents = self.sample(latents=latents, timesteps=scheduler.timesteps, scheduler=scheduler,
                               cond_sched=cond_sched, uncond_sched=uncond_sched, cfg_scale=req.cfg_scale,
                               image_rng=image_rng, steps=req.steps, size=(req.height, req.width),
@@ -446,6 +465,14 @@ class Processor:
         if req.enable_hr and not self.control.interrupted:
             latents = self._hires(req, latents, prompt, negative, seeds, subseeds, clip_skip)
         return latents, None
+
+    def _txt2img_inpaint_cond(self, B: int, height: int, width: int):
+        """An inpainting (9-channel) model used without a mask: everything is masked, the image is gray."""
+        if self.c.unet.config.in_channels != 9:
+            return None
+        gray = torch.zeros(B, 3, height, width)
+        mask = torch.ones(B, 1, height // 8, width // 8, device=self.device)
+        return {"image_cond": torch.cat([mask, self.encode(gray).to(self.device)], 1).to(self.dtype)}
 
     def _hires(self, req, latents, prompt, negative, seeds, subseeds, clip_skip):
         tw, th = hires_target(req)
@@ -476,7 +503,8 @@ class Processor:
         latents = scheduler.add_noise(latents, noise, timesteps[:1])
         return self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
                            uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng, steps=n,
-                           size=(th, tw), clip_skip=clip_skip, step_offset=steps - n)
+                           size=(th, tw), clip_skip=clip_skip, step_offset=steps - n,
+                           inpaint=self._txt2img_inpaint_cond(latents.shape[0], th, tw))
 
     # -- img2img / inpaint ------------------------------------------------------
     def _img2img_batch(self, req, image_rng, cond_sched, uncond_sched, clip_skip, B):
@@ -541,7 +569,11 @@ class Processor:
         else:
             mult = self.opts.get("initial_noise_multiplier", 1.0) if req.initial_noise_multiplier is None \
                 else req.initial_noise_multiplier
-            latents = scheduler.add_noise(image_latents, noise * mult, timesteps[:1])
+            if self.c.unet.config.in_channels == 9 and req.denoising_strength >= 1.0:
+                # inpainting models start from pure noise at full strength (as they were trained, and as diffusers)
+                latents = noise * mult * scheduler.init_noise_sigma
+            else:
+                latents = scheduler.add_noise(image_latents, noise * mult, timesteps[:1])
             latents = self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
                                   uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng,
                                   steps=n, size=(req.height, req.width), clip_skip=clip_skip, inpaint=inpaint,
@@ -634,36 +666,31 @@ class Processor:
         from modules import infotext
 
         info = self.loaded.info
-        sampler, sched = samplers.resolve_sampler(req.sampler_name, req.scheduler)
-        params = {
-            "Steps": req.steps,
-            "Sampler": sampler.name,
-            "Schedule type": sched.label if sched.name != "automatic" else None,
-            "CFG scale": req.cfg_scale,
-            "Seed": seed,
-            "Size": f"{req.width}x{req.height}",
-            "Model hash": info.shorthash,
-            "Model": info.model_name,
-            "VAE hash": None,
-            "VAE": self.loaded.vae_name if self.loaded.vae_name != "None" else None,
-            "Variation seed": subseed if req.subseed_strength > 0 else None,
-            "Variation seed strength": req.subseed_strength if req.subseed_strength > 0 else None,
-            "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
-            if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None,
-            "Denoising strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
-            "Mask blur": req.mask_blur if (req.is_img2img and req.mask is not None) else None,
-            "Clip skip": clip_skip if clip_skip > 1 else None,
-            "Tiling": True if req.tiling else None,
-        }
+        sampler, sched = resolve_sampler_lenient(req)[:2]
+        eff = samplers.effective_schedule_type(sampler, sched)
+        hires = {}
         if req.enable_hr:
             tw, th = hires_target(req)
-            if req.hr_resize_x or req.hr_resize_y:
-                params["Hires resize"] = f"{tw}x{th}"
-            else:
-                params["Hires upscale"] = req.hr_scale
-            params["Hires steps"] = req.hr_second_pass_steps or None
-            params["Hires upscaler"] = req.hr_upscaler
-        params["Version"] = VERSION
+            hires = {"hires_upscale": req.hr_scale, "hires_steps": req.hr_second_pass_steps or None,
+                     "hires_upscaler": req.hr_upscaler,
+                     "hires_resize": (tw, th) if (req.hr_resize_x or req.hr_resize_y) else None,
+                     "hires_prompt": req.hr_prompt if req.hr_prompt and req.hr_prompt != req.prompt else None,
+                     "hires_negative_prompt": req.hr_negative_prompt
+                     if req.hr_negative_prompt and req.hr_negative_prompt != req.negative_prompt else None}
+        extra = {}
+        if req.is_img2img and req.mask is not None:
+            extra["Mask blur"] = req.mask_blur
+        params = infotext.generation_params(
+            steps=req.steps, sampler=sampler.name, schedule_type=eff.label if eff is not None else None,
+            cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height,
+            model_hash=info.shorthash, model=info.model_name,
+            vae=self.loaded.vae_name if self.loaded.vae_name != "None" else None,
+            variation_seed=subseed if req.subseed_strength else None,
+            variation_seed_strength=req.subseed_strength or None,
+            seed_resize_from=(req.seed_resize_from_w, req.seed_resize_from_h)
+            if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None,
+            denoising_strength=req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
+            clip_skip=clip_skip, tiling=req.tiling, extra=extra, version=VERSION, **hires)
         return infotext.create_infotext(prompt, negative, params)
 
     def info_json(self, req, prompt, negative, result, clip_skip) -> dict:
@@ -704,6 +731,32 @@ class Processor:
             "version": VERSION,
             "warnings": result.warnings,
         }
+
+
+_STEP_PARAMS: dict[type, frozenset] = {}
+
+
+def _step_params(cls) -> frozenset:
+    if cls not in _STEP_PARAMS:
+        import inspect
+        _STEP_PARAMS[cls] = frozenset(inspect.signature(cls.step).parameters)
+    return _STEP_PARAMS[cls]
+
+
+def resolve_sampler_lenient(req: GenerationRequest):
+    """(sampler, schedule, warning): an unknown sampler is an error; a schedule type the sampler cannot
+    use falls back to the sampler's automatic choice with a warning (pasted A1111 infotexts name such pairs)."""
+    try:
+        s, sch = samplers.resolve_sampler(req.sampler_name, req.scheduler)
+        return s, sch, None
+    except ValueError as e:
+        try:
+            s, sch = samplers.resolve_sampler(req.sampler_name, None)
+        except ValueError:
+            raise RequestError("sampler_name", str(e)) from None
+        if req.scheduler and samplers.find_schedule_type(req.scheduler) is None:
+            raise RequestError("scheduler", str(e)) from None
+        return s, sch, f"{e}; used the automatic schedule instead"
 
 
 def hires_target(req: GenerationRequest) -> tuple[int, int]:

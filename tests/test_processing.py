@@ -1,0 +1,268 @@
+"""The generation engine: agreement with diffusers' pipelines, seeds, requests, bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules import infotext, processing, rng, samplers
+from modules.options import Options
+from modules.processing import GenerationRequest, Processor, RequestError
+from modules.sd_models import CheckpointInfo, LoadedModel
+from modules.tiny_models import build_tiny_components
+
+TOL = 1e-3  # max abs difference of pixels in [0, 1]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {arch: build_tiny_components(arch, seed=0) for arch in ("sd1", "sdxl", "sd1-inpaint")}
+
+
+def loaded_for(comps, name="tiny.safetensors"):
+    return LoadedModel(info=CheckpointInfo(Path("/nonexistent") / name, name, "ab" * 32), components=comps,
+                       vae_name="None")
+
+
+def run_engine(comps, req: GenerationRequest) -> torch.Tensor:
+    """Our engine's decoded image, (B, 3, H, W) in [0, 1], before PNG quantisation."""
+    proc = Processor(loaded_for(comps), Options().snapshot())
+    processing.validate(req)
+    seeds = [req.seed + i for i in range(req.batch_size)]
+    with torch.inference_mode():
+        lat, _ = proc.run_batch(req, req.prompt, req.negative_prompt, seeds, seeds, 1)
+        return (proc.decode(lat) / 2 + 0.5).clamp(0, 1)
+
+
+def noise_for(comps, req):
+    c = comps.vae.config.latent_channels
+    return rng.ImageRNG((c, req.height // 8, req.width // 8), [req.seed + i for i in range(req.batch_size)]).first()
+
+
+def sd_pipeline(comps, cls_name, scheduler):
+    import diffusers
+
+    cls = getattr(diffusers, cls_name)
+    kw = dict(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
+              scheduler=scheduler)
+    if cls_name.startswith("StableDiffusionXL"):
+        kw.update(text_encoder_2=comps.text_encoder_2, tokenizer_2=comps.tokenizer_2)
+    else:
+        kw.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = cls(**kw)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("sampler,schedule", [("Euler", "Automatic"), ("DDIM", "Automatic"), ("DPM++ 2M", "Karras")])
+def test_txt2img_equals_diffusers_sd1(models, sampler, schedule):
+    comps = models["sd1"]
+    req = GenerationRequest(prompt="a red circle on a blue background", negative_prompt="ugly, blurry",
+                            sampler_name=sampler, scheduler=schedule, steps=8, cfg_scale=6.5, width=64, height=64,
+                            seed=1234, batch_size=2)
+    ours = run_engine(comps, req)
+    sched = samplers.create_scheduler(sampler, schedule, comps.spec.scheduler_config)
+    pipe = sd_pipeline(comps, "StableDiffusionPipeline", sched)
+    ref = pipe(prompt=req.prompt, negative_prompt=req.negative_prompt, num_inference_steps=8, guidance_scale=6.5,
+               height=64, width=64, num_images_per_prompt=2, latents=noise_for(comps, req), output_type="pt").images
+    assert ours.shape == ref.shape == (2, 3, 64, 64)
+    assert (ours - ref).abs().max().item() < TOL
+
+
+def test_txt2img_equals_diffusers_sdxl(models):
+    comps = models["sdxl"]
+    req = GenerationRequest(prompt="a small yellow triangle", negative_prompt="", sampler_name="Euler",
+                            steps=6, cfg_scale=5.0, width=64, height=64, seed=77)
+    ours = run_engine(comps, req)
+    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    pipe = sd_pipeline(comps, "StableDiffusionXLPipeline", sched)
+    # A1111 (and we) zero an empty SDXL negative prompt, which diffusers does for negative_prompt=None
+    ref = pipe(prompt=req.prompt, negative_prompt=None, num_inference_steps=6, guidance_scale=5.0, height=64,
+               width=64, latents=noise_for(comps, req), output_type="pt").images
+    assert (ours - ref).abs().max().item() < TOL
+
+
+def test_img2img_equals_diffusers(models):
+    comps = models["sd1"]
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    req = GenerationRequest(prompt="a green square", negative_prompt="", sampler_name="Euler", steps=10,
+                            cfg_scale=7.0, width=64, height=64, seed=5, mode="img2img", init_images=[init],
+                            denoising_strength=0.6)
+    ours = run_engine(comps, req)
+    proc = Processor(loaded_for(comps), Options().snapshot())
+    with torch.inference_mode():
+        init_latents = proc.encode(processing.pil_to_tensor(init))
+    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    pipe = sd_pipeline(comps, "StableDiffusionImg2ImgPipeline", sched)
+    ref = pipe(prompt=req.prompt, negative_prompt="", image=init_latents, strength=0.6, num_inference_steps=10,
+               guidance_scale=7.0, generator=[torch.Generator().manual_seed(5)], output_type="pt").images
+    assert (ours - ref).abs().max().item() < TOL
+
+
+def test_inpaint_9ch_equals_diffusers(models):
+    comps = models["sd1-inpaint"]
+    init = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    req = GenerationRequest(prompt="a blue circle", sampler_name="Euler", steps=8, cfg_scale=7.0, width=64,
+                            height=64, seed=9, mode="img2img", init_images=[init], mask=mask, mask_blur=0,
+                            denoising_strength=1.0, inpainting_fill=1)
+    ours = run_engine(comps, req)
+    proc = Processor(loaded_for(comps), Options().snapshot())
+    img_t = processing.pil_to_tensor(init)
+    mbin = (torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] >= 0.5).float()
+    with torch.inference_mode():
+        masked_latents = proc.encode(img_t * (1 - mbin))
+    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    pipe = sd_pipeline(comps, "StableDiffusionInpaintPipeline", sched)
+    ref = pipe(prompt=req.prompt, negative_prompt="", image=init, mask_image=mask, masked_image_latents=masked_latents,
+               num_inference_steps=8, guidance_scale=7.0, height=64, width=64, strength=1.0,
+               latents=noise_for(comps, req), output_type="pt").images
+    assert (ours - ref).abs().max().item() < TOL
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def generate(comps, **kw):
+    base = dict(prompt="a circle", steps=4, width=64, height=64, seed=3, sampler_name="Euler")
+    base.update(kw)
+    return Processor(loaded_for(comps), Options().snapshot()).run(GenerationRequest(**base))
+
+
+def arr(im):
+    return np.asarray(im, dtype=np.int16)
+
+
+def test_seeds_batches_and_determinism(models):
+    comps = models["sd1"]
+    a = generate(comps, batch_size=2, n_iter=2, seed=100)
+    assert a.seeds == [100, 101, 102, 103] and len(a.images) == 4
+    b = generate(comps, seed=102)  # image 3 of the batch alone: same seed -> same picture
+    assert np.abs(arr(a.images[2]) - arr(b.images[0])).max() <= 1
+    c = generate(comps, seed=-1)
+    assert 0 <= c.seeds[0] < 2**32
+    assert f"Seed: {c.seeds[0]}," in c.infotexts[0]
+    assert a.info["all_seeds"] == [100, 101, 102, 103]
+
+
+def test_variation_seed_moves_between_seeds(models):
+    comps = models["sd1"]
+    base = arr(generate(comps, seed=10).images[0])
+    other = arr(generate(comps, seed=20).images[0])
+    zero = arr(generate(comps, seed=10, subseed=20, subseed_strength=0.0).images[0])
+    full = arr(generate(comps, seed=10, subseed=20, subseed_strength=1.0).images[0])
+    half = generate(comps, seed=10, subseed=20, subseed_strength=0.5)
+    assert np.abs(zero - base).max() <= 1
+    assert np.abs(full - other).max() <= 1
+    assert "Variation seed: 20, Variation seed strength: 0.5" in half.infotexts[0]
+
+
+def test_seed_resize_keeps_the_centre_of_the_noise():
+    small = rng.ImageRNG((4, 8, 8), [42]).first()
+    big = rng.ImageRNG((4, 12, 12), [42], seed_resize_from_h=64, seed_resize_from_w=64).first()
+    assert torch.equal(big[0, :, 2:10, 2:10], small[0])
+
+
+def test_prompt_editing_changes_the_image(models):
+    comps = models["sd1"]
+    plain = arr(generate(comps, prompt="a red circle", steps=6).images[0])
+    edited = arr(generate(comps, prompt="a [red:blue:3] circle", steps=6).images[0])
+    same_edit = arr(generate(comps, prompt="a [red:blue:3] circle", steps=6).images[0])
+    assert np.abs(plain - edited).max() > 0
+    assert np.array_equal(edited, same_edit)
+
+
+def test_infotext_round_trip(models):
+    comps = models["sd1"]
+    res = generate(comps, prompt="a (red:1.2) circle", negative_prompt="blurry", sampler_name="DPM++ 2M",
+                   scheduler="Karras", cfg_scale=6.5, seed=4242, steps=5)
+    text = res.infotexts[0]
+    assert text.splitlines()[0] == "a (red:1.2) circle"
+    assert text.splitlines()[1] == "Negative prompt: blurry"
+    assert text.splitlines()[2].startswith("Steps: 5, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, "
+                                           "Seed: 4242, Size: 64x64, Model hash: abababab")
+    p = infotext.parse_generation_parameters(text)
+    assert (p["Prompt"], p["Negative prompt"], p["Steps"], p["Sampler"], p["Schedule type"], p["CFG scale"],
+            p["Seed"], p["Size-1"], p["Size-2"]) == ("a (red:1.2) circle", "blurry", "5", "DPM++ 2M", "Karras",
+                                                      "6.5", "4242", "64", "64")  # A1111's parser gives text
+
+
+def test_hires_fix_and_inpaint_options_run(models):
+    comps = models["sd1"]
+    res = generate(comps, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5,
+                   hr_second_pass_steps=3)
+    assert res.images[0].size == (96, 96)
+    assert "Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent" in res.infotexts[0]
+    res = generate(comps, enable_hr=True, hr_resize_x=128, hr_upscaler="Nearest", denoising_strength=0.5)
+    assert res.images[0].size == (128, 128)
+    init = Image.new("RGB", (80, 64), (200, 30, 30))
+    mask = Image.new("L", (80, 64), 0)
+    mask.paste(255, (30, 20, 50, 40))
+    for fill in range(4):
+        for full_res in (False, True):
+            r = generate(comps, mode="img2img", init_images=[init], mask=mask, inpainting_fill=fill,
+                         inpaint_full_res=full_res, denoising_strength=0.7)
+            out = arr(r.images[0])
+            # whole picture: the requested size; only masked: pasted back into the original (80x64)
+            assert out.shape == ((64, 80, 3) if full_res else (64, 64, 3))
+            # outside the (blurred) mask the original image is kept
+            assert np.abs(out[0:8, 0:8] - np.array([200, 30, 30])).max() <= 2
+
+
+def test_tiling_makes_the_image_wrap(models):
+    comps = models["sd1"]
+    plain = generate(comps, seed=8)
+    tiled = generate(comps, seed=8, tiling=True)
+    assert "Tiling: True" in tiled.infotexts[0]
+    assert not np.array_equal(arr(plain.images[0]), arr(tiled.images[0]))
+    again = generate(comps, seed=8)
+    assert np.array_equal(arr(plain.images[0]), arr(again.images[0])), "tiling must be switched off after the job"
+
+
+def test_interrupt_stops_between_steps(models):
+    comps = models["sd1"]
+    ctl = processing.JobControl()
+    seen = []
+
+    def on_progress(c):
+        seen.append(c.step)
+        if c.step == 2:
+            c.interrupt()
+
+    ctl.on_progress = on_progress
+    proc = Processor(loaded_for(comps), Options().snapshot(), control=ctl)
+    res = proc.run(GenerationRequest(prompt="x", steps=20, width=64, height=64, seed=1, n_iter=3, sampler_name="Euler"))
+    assert seen == [1, 2]
+    assert res.interrupted and len(res.images) == 1
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("width", 70, "width: must be a multiple of 8"),
+    ("height", 4096, "height: must be at most 2048"),
+    ("width", 32, "width: must be at least 64"),
+    ("steps", 0, "steps: must be at least 1"),
+    ("cfg_scale", float("nan"), "cfg_scale: must be a finite number"),
+    ("cfg_scale", -1, "cfg_scale: must be at least 0"),
+    ("sampler_name", "Euler b", "sampler_name: Unknown sampler 'Euler b'. Valid samplers: "),
+    ("scheduler", "Wobbly", "scheduler: "),
+])
+def test_bad_requests_name_the_field(field, value, message):
+    req = GenerationRequest(**{field: value})
+    with pytest.raises(RequestError) as e:
+        processing.validate(req)
+    assert e.value.field == field
+    assert str(e.value).startswith(message)
+
+
+def test_bad_img2img_requests():
+    with pytest.raises(RequestError, match="init_images: img2img needs an init image"):
+        processing.validate(GenerationRequest(mode="img2img"))
+    img = Image.new("RGB", (64, 64))
+    with pytest.raises(RequestError, match="denoising_strength: must be at most 1"):
+        processing.validate(GenerationRequest(mode="img2img", init_images=[img], denoising_strength=1.5))
+    with pytest.raises(RequestError, match="mask: size 32x32 differs from the init image's 64x64"):
+        processing.validate(GenerationRequest(mode="img2img", init_images=[img], mask=Image.new("L", (32, 32))))
