@@ -67,7 +67,9 @@ def ensure_venv(argv: list[str]) -> None:
 
 
 def torch_importable() -> bool:
-    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+    """Cheap check (no import): is a torch package installed in this environment?"""
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
 
 
 def file_digest(*paths: Path) -> str:
