@@ -290,7 +290,7 @@ class Processor:
         self.opts = opts
         self.control = control or JobControl()
         self.style_db = style_db
-        self.device = self.c.unet.device
+        self.device = getattr(self.c, "execution_device", None) or self.c.unet.device
         self.dtype = self.c.unet.dtype
         self.embeddings = embeddings
         self._conditioning = conditioning
@@ -429,16 +429,32 @@ class Processor:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         vae = self.c.vae
-        x = images.to(vae.device, vae.dtype)
+        x = images.to(self.device, vae.dtype)
         lat = vae.encode(x).latent_dist.mode()
         return lat.float() * self.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [-1, 1]. Large images decode in tiles; a half-precision VAE that
+        overflows (NaN, A1111's black images) is retried in float32 and stays there."""
         vae = self.c.vae
+        h, w = latents.shape[-2] * 8, latents.shape[-1] * 8
+        use_tiling = h * w > 1536 * 1536 and hasattr(vae, "enable_tiling")
+        if use_tiling:
+            vae.enable_tiling()
         out = []
-        for i in range(latents.shape[0]):  # one at a time: memory
-            z = (latents[i:i + 1] / self.scaling_factor).to(vae.device, vae.dtype)
-            out.append(vae.decode(z, return_dict=False)[0].float())
+        try:
+            for i in range(latents.shape[0]):  # one at a time: memory
+                z = (latents[i:i + 1] / self.scaling_factor).to(self.device, vae.dtype)
+                x = vae.decode(z, return_dict=False)[0].float()
+                if vae.dtype != torch.float32 and torch.isnan(x).any():
+                    self.warnings.append("the VAE produced NaNs in half precision; it now runs in float32 "
+                                         "(use --no-half-vae to start that way)")
+                    vae.to(torch.float32)
+                    x = vae.decode(z.float(), return_dict=False)[0].float()
+                out.append(x)
+        finally:
+            if use_tiling:
+                vae.disable_tiling()
         return torch.cat(out)
 
     # -- one batch of txt2img ---------------------------------------------------
@@ -595,9 +611,12 @@ class Processor:
         if opts.get("enable_prompt_comments", True):
             prompt, negative = prompt_parser.strip_comments(prompt), prompt_parser.strip_comments(negative)
         prompt_clean, networks = prompt_parser.parse_extra_networks(prompt)
-        negative_clean, _ = prompt_parser.parse_extra_networks(negative)
-        for kind in networks:
-            self.warnings.append(f"extra network '{kind}' is not supported yet; its tags were ignored")
+        negative_clean, negative_networks = prompt_parser.parse_extra_networks(negative)
+        # [extra networks] <lora:...> tags: merged into the weights below, restored in the `finally`
+        from modules import extra_networks
+        if negative_networks:
+            self.warnings.append("extra-network tags in the negative prompt have no effect; they were ignored")
+        self._active_networks = None
         seed = rng.fix_seed(req.seed)
         subseed = rng.fix_seed(req.subseed)
         n_total = req.n_iter * req.batch_size
@@ -609,10 +628,17 @@ class Processor:
         ctl.job_count = req.n_iter
         ctl.step = 0
         ctl.started = time.time()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         _set_tiling(self.c, req.tiling)
         images_out, infotexts = [], []
         result = GenerationResult([], [], [], [], [], [])
         try:
+            # [extra networks] merge this job's LoRAs; TI hashes count this job's embeddings only
+            self._active_networks = extra_networks.activate(getattr(self, "extra_networks", None), self.c, networks,
+                                                            self._conditioners)
+            self.warnings.extend(self._active_networks.warnings)
+            self.conditioner(clip_skip).used_embeddings = set()
             with torch.inference_mode():
                 for it in range(req.n_iter):
                     if ctl.interrupted:
@@ -641,6 +667,8 @@ class Processor:
                     ctl.step = steps_per_image * (it + 1)
         finally:
             _set_tiling(self.c, False)
+            if self._active_networks is not None:  # [extra networks] the original weights, bit for bit
+                self._active_networks.restore()
         result.images, result.infotexts = images_out, infotexts
         result.prompts = [prompt] * len(images_out)
         result.negative_prompts = [negative] * len(images_out)
@@ -648,6 +676,8 @@ class Processor:
         result.warnings = list(self.warnings)
         result.seconds = time.perf_counter() - t0
         result.info = self.info_json(req, prompt, negative, result, clip_skip)
+        result.info["peak_memory_mb"] = peak_memory_mb(self.device)
+        result.info["seconds"] = round(result.seconds, 3)
         return result
 
     def _steps_for(self, req: GenerationRequest) -> int:
@@ -680,11 +710,21 @@ class Processor:
         extra = {}
         if req.is_img2img and req.mask is not None:
             extra["Mask blur"] = req.mask_blur
+        # [extra networks] Lora hashes, TI hashes (embeddings this job used), VAE hash
+        active = getattr(self, "_active_networks", None)
+        lora_hashes = active.hashes if active is not None else None
+        cond = self.conditioner(clip_skip)
+        ti_hashes = {n: cond.embeddings[n].shorthash for n in sorted(cond.used_embeddings)
+                     if n in cond.embeddings and cond.embeddings[n].shorthash}
+        if "_vae_hash" not in self.__dict__:
+            library = getattr(self, "extra_networks", None)
+            self._vae_hash = library.vae_shorthash(self.loaded.vae_name) if library is not None else None
         params = infotext.generation_params(
             steps=req.steps, sampler=sampler.name, schedule_type=eff.label if eff is not None else None,
             cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height,
             model_hash=info.shorthash, model=info.model_name,
-            vae=self.loaded.vae_name if self.loaded.vae_name != "None" else None,
+            vae=self.loaded.vae_name if self.loaded.vae_name != "None" else None, vae_hash=self._vae_hash,
+            lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
             variation_seed=subseed if req.subseed_strength else None,
             variation_seed_strength=req.subseed_strength or None,
             seed_resize_from=(req.seed_resize_from_w, req.seed_resize_from_h)
@@ -731,6 +771,14 @@ class Processor:
             "version": VERSION,
             "warnings": result.warnings,
         }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the job: CUDA allocator peak on a GPU, else the process's peak resident size."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 _STEP_PARAMS: dict[type, frozenset] = {}

@@ -359,12 +359,35 @@ class ModelManager:
         loaded.vae_name = vae_name
 
     def _to_device(self, comps) -> None:
+        """Place the models per the device policy: all on the device, or offloaded with accelerate's hooks
+        (--medvram: whole models move to the GPU only while they run; --lowvram: module by module)."""
         pol = self.policy
-        for name in ("unet", "text_encoder", "text_encoder_2"):
-            m = getattr(comps, name, None)
-            if m is not None:
-                m.to(device=pol.device, dtype=pol.dtype).eval().requires_grad_(False)
-        comps.vae.to(device=pol.device, dtype=pol.vae_dtype).eval().requires_grad_(False)
+        models = [(n, getattr(comps, n, None)) for n in ("text_encoder", "text_encoder_2", "unet", "vae")]
+        models = [(n, m) for n, m in models if m is not None]
+        for name, m in models:
+            m.to(dtype=pol.vae_dtype if name == "vae" else pol.dtype).eval().requires_grad_(False)
+        if pol.device.type == "cuda":
+            comps.unet.to(memory_format=torch.channels_last)
+        if pol.offload == "none":
+            for _, m in models:
+                m.to(device=pol.device)
+        elif pol.offload == "medvram":
+            from accelerate import cpu_offload_with_hook
+
+            hook = None
+            for _, m in models:
+                _, hook = cpu_offload_with_hook(m, execution_device=pol.device, prev_module_hook=hook)
+        else:  # lowvram
+            from accelerate import cpu_offload
+
+            for _, m in models:
+                cpu_offload(m, execution_device=pol.device)
+        comps.execution_device = pol.device
+        if pol.compile and pol.device.type == "cuda":
+            t0 = time.perf_counter()
+            comps.unet = torch.compile(comps.unet, mode="max-autotune-no-cudagraphs")
+            log.info("UNet compiled lazily (first generation pays the compile cost; wrapped in %.2fs)",
+                     time.perf_counter() - t0)
 
     def unload(self) -> None:
         with self.lock:
