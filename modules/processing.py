@@ -195,6 +195,11 @@ def validate(req: GenerationRequest) -> None:
     num("subseed_strength", req.subseed_strength, 0, 1)
     num("seed", req.seed, -1, rng.MAX_SEED, integer=True)
     num("subseed", req.subseed, -1, rng.MAX_SEED, integer=True)
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):
+        v = getattr(req, name)
+        num(name, v, -1, 2048, integer=True)
+        if 0 < v < 64:
+            raise RequestError(name, f"must be 0 (off) or between 64 and 2048, got {v}")
     if req.clip_skip is not None:
         num("clip_skip", req.clip_skip, 1, 12, integer=True)
     if not isinstance(req.prompt, str):

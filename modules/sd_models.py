@@ -241,7 +241,9 @@ class ModelManager:
                     if not info.is_folder and info.legacy_hash == ql:
                         return info
         p = Path(q)
-        if p.exists() and (p.suffix in CHECKPOINT_EXTS or p.is_dir()):
+        inside = any(root.resolve() in p.resolve().parents for root in self.paths.ckpt_dirs if root.is_dir()) \
+            if p.is_absolute() else False
+        if inside and ((p.is_file() and p.suffix in CHECKPOINT_EXTS) or (p / "model_index.json").is_file()):
             sha = self.hash_cache.sha256("checkpoint/" + p.name, p)
             return CheckpointInfo(p.resolve(), p.name, sha, is_folder=p.is_dir())
         # closest: a title containing the query (shortest first), then fuzzy

@@ -1,0 +1,1108 @@
+"""The HTTP API under ``/sdapi/v1``, compatible with A1111's API for existing clients.
+
+Route names, request fields, their defaults and the response shapes follow
+A1111 (v1.10), so scripts, the ``webuiapi`` package and editor plugins work
+unchanged.  Generation requests go through the same job queue as the UI
+(:meth:`modules.app.App.submit`, ``source="api"``): they wait their turn, show
+up in progress, can be interrupted while they still wait (``POST interrupt``
+with ``?id=<force_task_id>``), and a full queue answers 503.
+
+Errors are JSON ``{"error": <type>, "detail": <message naming the field>,
+"errors": ...}``: bad input (malformed JSON, wrong types, bad base64, unknown
+sampler / model / script, out-of-range numbers) is a 4xx, never a 500.
+
+Differences from A1111, on purpose:
+
+* ``init_images`` / ``mask`` / ``image`` must be base64 (optionally as a
+  ``data:`` URL); http(s) URLs are refused (422), the server fetches nothing.
+* Width/height that are not multiples of 8 are rounded down (A1111's output
+  size) with a warning in ``info``; outside 64..2048 they are refused.
+* ``alwayson_scripts``, ``restore_faces``, refiner and separate hires
+  checkpoint/sampler fields are accepted and ignored with a warning in ``info``;
+  a ``script_name`` is refused (422) since there are no scripts.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import html
+import io
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modules import images, infotext, jobs, processing, samplers, sd_models
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/sdapi/v1"
+MAX_INPUT_SIDE = 16384                 # decoded input images larger than this are refused
+MAX_INPUT_PIXELS = 64 * 1024 * 1024
+MAX_EXTRAS_SIDE = 8192                 # extra-single-image output limits
+MAX_EXTRAS_PIXELS = 8192 * 8192 // 2
+IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
+TASK_MEMORY = 1000                     # force_task_id -> job id entries kept for POST interrupt?id=
+
+
+class ApiError(Exception):
+    """An error answered as JSON; ``field`` names the request field at fault (if any)."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, error: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.field = field
+        self.message = detail
+        self.detail = f"{field}: {detail}" if field and not detail.startswith(field + ":") else detail
+        self.error = error or ("RequestError" if status == 422 else "ApiError")
+        self.headers = headers
+
+
+# ---------------------------------------------------------------------------
+# request / response models (A1111 field names and defaults)
+
+
+class _Request(BaseModel):
+    # unknown fields (newer A1111 or extension parameters) are accepted and reported as ignored
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, protected_namespaces=())
+
+
+class _GenerationFields(_Request):
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: Optional[list[str]] = None
+    seed: int = Field(-1, description="-1 for a random seed")
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = Field(-1, ge=-1, le=2048, description="-1 or 0: off")
+    seed_resize_from_w: int = Field(-1, ge=-1, le=2048, description="-1 or 0: off")
+    sampler_name: Optional[str] = Field(None, description="falls back to sampler_index")
+    scheduler: Optional[str] = Field(None, description="schedule type; None = Automatic")
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000)
+    steps: int = Field(50, ge=1, le=500)
+    cfg_scale: float = Field(7.0, ge=0, le=100)
+    width: int = Field(512, ge=64, le=2048, description="rounded down to a multiple of 8")
+    height: int = Field(512, ge=64, le=2048, description="rounded down to a multiple of 8")
+    restore_faces: Optional[bool] = Field(None, description="not supported; ignored")
+    tiling: Optional[bool] = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: Optional[float] = None
+    denoising_strength: Optional[float] = 0.75
+    s_min_uncond: Optional[float] = None
+    s_churn: Optional[float] = None
+    s_tmax: Optional[float] = None
+    s_tmin: Optional[float] = None
+    s_noise: Optional[float] = None
+    override_settings: Optional[dict[str, Any]] = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: Optional[str] = Field(None, description="not supported; ignored")
+    refiner_switch_at: Optional[float] = None
+    disable_extra_networks: bool = False
+    comments: Optional[dict[str, Any]] = None
+    sampler_index: str = "Euler"
+    script_name: Optional[str] = None
+    script_args: list = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    force_task_id: Optional[str] = Field(None, description="an id for POST interrupt?id=... while the job waits")
+    infotext: Optional[str] = Field(None, description="generation parameters text; fills the fields not given")
+
+
+class Txt2ImgRequest(_GenerationFields):
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: Optional[str] = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: Optional[str] = None
+    hr_sampler_name: Optional[str] = None
+    hr_scheduler: Optional[str] = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    firstpass_image: Optional[str] = None
+
+
+class Img2ImgRequest(_GenerationFields):
+    init_images: Optional[list[str]] = Field(None, description="base64 images (a data: URL prefix is allowed)")
+    resize_mode: int = 0
+    image_cfg_scale: Optional[float] = None
+    mask: Optional[str] = Field(None, description="base64 image; white = repaint")
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: Optional[int] = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: Optional[float] = None
+    latent_mask: Optional[str] = None
+    include_init_images: bool = False
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="the kind of error, e.g. RequestValidationError, RequestError, QueueFull")
+    detail: str = Field(description="what is wrong, starting with the field at fault where there is one")
+    body: Any = ""
+    errors: Any = Field(None, description="per-field details (a list) or the message again")
+
+
+ERROR_RESPONSES = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong HTTP Basic credentials (with --api-auth)"},
+    404: {"model": ErrorResponse, "description": "Not found"},
+    422: {"model": ErrorResponse, "description": "Invalid request: the detail names the field"},
+    500: {"model": ErrorResponse, "description": "Server fault"},
+    503: {"model": ErrorResponse, "description": "The queue is full, or no checkpoint is installed"},
+}
+
+
+class GenerationResponse(BaseModel):
+    images: Optional[list[str]] = Field(None, description="generated images, base64 PNG (or the samples format)")
+    parameters: dict
+    info: str = Field(description="JSON text: infotexts, all_seeds, seed, all_prompts, ...")
+
+
+class TextToImageResponse(GenerationResponse):
+    pass
+
+
+class ImageToImageResponse(GenerationResponse):
+    pass
+
+
+class ExtrasSingleImageRequest(_Request):
+    resize_mode: int = Field(0, ge=0, le=1, description="0: scale by upscaling_resize, 1: to upscaling_resize_w x _h")
+    show_extras_results: bool = True
+    gfpgan_visibility: float = Field(0, ge=0, le=1)
+    codeformer_visibility: float = Field(0, ge=0, le=1)
+    codeformer_weight: float = Field(0, ge=0, le=1)
+    upscaling_resize: float = Field(2, gt=0, le=16)
+    upscaling_resize_w: int = Field(512, ge=1, le=MAX_EXTRAS_SIDE)
+    upscaling_resize_h: int = Field(512, ge=1, le=MAX_EXTRAS_SIDE)
+    upscaling_crop: bool = True
+    upscaler_1: str = Field("None", description="None, Lanczos or Nearest")
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = Field(0, ge=0, le=1)
+    upscale_first: bool = False
+    image: str = Field("", description="base64 image")
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str
+    image: Optional[str] = None
+
+
+class PNGInfoRequest(_Request):
+    image: str = Field(description="base64 image")
+
+
+class PNGInfoResponse(BaseModel):
+    info: str
+    items: dict
+    parameters: dict
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: dict
+    current_image: Optional[str] = None
+    textinfo: Optional[str] = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: Optional[list[str]] = None
+    default_rho: Optional[float] = None
+    need_inner_model: Optional[bool] = None
+
+
+class UpscalerItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    model_name: Optional[str] = None
+    model_path: Optional[str] = None
+    model_url: Optional[str] = None
+    scale: Optional[float] = None
+
+
+class LatentUpscalerModeItem(BaseModel):
+    name: str
+
+
+class SDModelItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    title: str
+    model_name: str
+    hash: Optional[str] = None
+    sha256: Optional[str] = None
+    filename: str
+    config: Optional[str] = None
+
+
+class SDVaeItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_name: str
+    filename: str
+
+
+class PromptStyleItem(BaseModel):
+    name: str
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, Any]
+    skipped: dict[str, Any]
+
+
+class MemoryResponse(BaseModel):
+    ram: dict
+    cuda: dict
+
+
+class ScriptsList(BaseModel):
+    txt2img: Optional[list] = None
+    img2img: Optional[list] = None
+
+
+class HypernetworkItem(BaseModel):
+    name: str
+    path: Optional[str] = None
+
+
+class FaceRestorerItem(BaseModel):
+    name: str
+    cmd_dir: Optional[str] = None
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: Optional[str] = None
+    scale: Optional[int] = None
+
+
+class SDModuleItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_name: str
+    filename: str
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: Optional[str] = None
+    path: Optional[str] = None
+    metadata: Optional[dict] = None
+
+
+def _options_model(opts) -> type[BaseModel]:
+    """The settings as a model, for the schema of GET/POST options (types from the defaults)."""
+    fields = {}
+    for key, info in opts.infos.items():
+        typ = type(info.default) if info.default is not None else Any
+        fields[key] = (Optional[typ], Field(default=info.default, description=info.label))
+    return create_model("Options", __config__=ConfigDict(extra="allow", protected_namespaces=()), **fields)
+
+
+# ---------------------------------------------------------------------------
+# images in and out
+
+
+def decode_image(value: Any, field: str) -> Image.Image:
+    """A base64 string (optionally a ``data:image/...;base64,`` URL) -> a loaded PIL image, or 422 naming ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(422, "is empty; expected a base64-encoded image", field)
+    s = value.strip()
+    if s.startswith(("http://", "https://")):
+        raise ApiError(422, "image URLs are not fetched; send the image as base64", field)
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise ApiError(422, "is a data: URL without base64 data", field)
+    s = "".join(s.split())
+    s += "=" * (-len(s) % 4)
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.b64decode(s.encode("ascii"), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise ApiError(422, "is not valid base64", field) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(raw))
+            if im.width > MAX_INPUT_SIDE or im.height > MAX_INPUT_SIDE or im.width * im.height > MAX_INPUT_PIXELS:
+                raise ApiError(422, f"image is too large ({im.width}x{im.height})", field)
+            im.load()
+    except ApiError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever PIL raises for bad data is bad input
+        raise ApiError(422, f"is not an image that can be read ({e.__class__.__name__}: {e})", field) from None
+    if im.width < 1 or im.height < 1:
+        raise ApiError(422, "image is empty", field)
+    return im
+
+
+def encode_image(im: Image.Image, geninfo: str | None = None, fmt: str = "png", quality: int = 80) -> str:
+    """PIL image -> base64 (no data: prefix, as A1111), the infotext embedded as A1111 does for the format."""
+    fmt = (fmt or "png").lower()
+    if fmt not in ("png", "jpg", "jpeg", "webp"):
+        fmt = "png"
+    buf = io.BytesIO()
+    images.save_image_with_geninfo(im, geninfo, buf, fmt, jpeg_quality=int(quality))
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _jsonable_items(items: dict) -> dict:
+    out = {}
+    for k, v in items.items():
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        elif isinstance(v, tuple):
+            v = list(v)
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            v = str(v)
+        out[str(k)] = v
+    return out
+
+
+def check_finite(value: Any, field: str) -> None:
+    """Refuse NaN/Infinity anywhere in free-form JSON (Python's parser accepts them, JSON answers cannot hold them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, f"must be a finite number, got {value!r}", field)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{field}.{k}" if field else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{field}[{i}]")
+
+
+def json_safe(value: Any) -> Any:
+    """jsonable_encoder, with NaN/Infinity (e.g. from a hand-edited config.json) as null."""
+    value = jsonable_encoder(value)
+
+    def walk(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def _upscale(im: Image.Image, name: str, w: int, h: int) -> Image.Image:
+    if name == "None" or (im.width, im.height) == (w, h):
+        return im
+    resample = Image.NEAREST if name == "Nearest" else Image.LANCZOS
+    return im.resize((w, h), resample)
+
+
+# ---------------------------------------------------------------------------
+# the API
+
+
+def parse_credentials(spec: str | None) -> dict[str, str]:
+    """``user:pass[,user2:pass2]`` -> {user: pass}; the password may contain ':'."""
+    creds: dict[str, str] = {}
+    if not spec:
+        return creds
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        user, sep, password = part.partition(":")
+        if not sep or not user:
+            raise ValueError("--api-auth expects user:password[,user2:password2]")
+        creds[user] = password
+    return creds
+
+
+def _idle_state() -> dict:
+    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
+            "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0, "queued": 0}
+
+
+# infotext key -> (request field, converter); only fields the request did not set are filled
+_INFOTEXT_FIELDS = {
+    "Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Steps": ("steps", int),
+    "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str), "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int), "Size-1": ("width", int), "Size-2": ("height", int), "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float), "Seed resize from-1": ("seed_resize_from_w", int),
+    "Seed resize from-2": ("seed_resize_from_h", int), "Denoising strength": ("denoising_strength", float),
+    "Hires upscale": ("hr_scale", float), "Hires steps": ("hr_second_pass_steps", int),
+    "Hires upscaler": ("hr_upscaler", str), "Hires resize-1": ("hr_resize_x", int),
+    "Hires resize-2": ("hr_resize_y", int), "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str), "Mask blur": ("mask_blur", int),
+}
+_INFOTEXT_SETTINGS = {"Clip skip": "CLIP_stop_at_last_layers", "ENSD": "eta_noise_seed_delta",
+                      "Eta DDIM": "eta_ddim", "Eta": "eta_ancestral"}
+
+
+class SdApi:
+    """The /sdapi/v1 routes for one :class:`modules.app.App`."""
+
+    def __init__(self, app, api_auth: str | None = None):
+        self.app = app
+        self.credentials = parse_credentials(api_auth)
+        self.tasks: dict[str, str] = {}        # force_task_id -> job id
+        self._tasks_lock = threading.Lock()
+        self.options_model = _options_model(app.opts)
+        self.router = self._build_router()
+
+    # -- auth ------------------------------------------------------------------------
+    def _auth_dependency(self):
+        basic = HTTPBasic(auto_error=False)
+        creds = self.credentials
+
+        def check(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+            ok = False
+            if credentials is not None:
+                for user, password in creds.items():
+                    # compare every entry: the time taken does not tell which user names exist
+                    u = secrets.compare_digest(credentials.username.encode("utf-8"), user.encode("utf-8"))
+                    p = secrets.compare_digest(credentials.password.encode("utf-8"), password.encode("utf-8"))
+                    ok = ok or (u and p)
+            if not ok:
+                raise ApiError(401, "Incorrect username or password" if credentials else "Not authenticated",
+                               error="HTTPException", headers={"WWW-Authenticate": "Basic"})
+
+        return check
+
+    # -- routes -------------------------------------------------------------------------
+    def _build_router(self) -> APIRouter:
+        deps = [Depends(self._auth_dependency())] if self.credentials else []
+        r = APIRouter(prefix=PREFIX, dependencies=deps, tags=["sdapi"], responses=ERROR_RESPONSES)
+        add = r.add_api_route
+        add("/txt2img", self.txt2img, methods=["POST"], response_model=TextToImageResponse)
+        add("/img2img", self.img2img, methods=["POST"], response_model=ImageToImageResponse)
+        add("/extra-single-image", self.extra_single_image, methods=["POST"], response_model=ExtrasSingleImageResponse)
+        add("/png-info", self.png_info, methods=["POST"], response_model=PNGInfoResponse)
+        add("/progress", self.progress, methods=["GET"], response_model=ProgressResponse)
+        add("/interrupt", self.interrupt, methods=["POST"])
+        add("/skip", self.skip, methods=["POST"])
+        add("/options", self.get_options, methods=["GET"], response_model=self.options_model)
+        add("/options", self.set_options, methods=["POST"])
+        add("/cmd-flags", self.cmd_flags, methods=["GET"], response_model=dict[str, Any])
+        add("/samplers", self.get_samplers, methods=["GET"], response_model=list[SamplerItem])
+        add("/schedulers", self.get_schedulers, methods=["GET"], response_model=list[SchedulerItem])
+        add("/upscalers", self.get_upscalers, methods=["GET"], response_model=list[UpscalerItem])
+        add("/latent-upscale-modes", self.get_latent_upscale_modes, methods=["GET"],
+            response_model=list[LatentUpscalerModeItem])
+        add("/sd-models", self.get_sd_models, methods=["GET"], response_model=list[SDModelItem])
+        add("/sd-modules", self.get_sd_modules, methods=["GET"], response_model=list[SDModuleItem])
+        add("/sd-vae", self.get_sd_vae, methods=["GET"], response_model=list[SDVaeItem])
+        add("/hypernetworks", self.get_empty_list, methods=["GET"], response_model=list[HypernetworkItem])
+        add("/face-restorers", self.get_empty_list, methods=["GET"], response_model=list[FaceRestorerItem])
+        add("/realesrgan-models", self.get_empty_list, methods=["GET"], response_model=list[RealesrganItem])
+        add("/prompt-styles", self.get_prompt_styles, methods=["GET"], response_model=list[PromptStyleItem])
+        add("/embeddings", self.get_embeddings, methods=["GET"], response_model=EmbeddingsResponse)
+        add("/loras", self.get_loras, methods=["GET"], response_model=list[LoraItem])
+        add("/refresh-checkpoints", self.refresh_checkpoints, methods=["POST"])
+        add("/refresh-vae", self.refresh_vae, methods=["POST"])
+        add("/refresh-loras", self.refresh_loras, methods=["POST"])
+        add("/reload-checkpoint", self.reload_checkpoint, methods=["POST"])
+        add("/unload-checkpoint", self.unload_checkpoint, methods=["POST"])
+        add("/memory", self.memory, methods=["GET"], response_model=MemoryResponse)
+        add("/scripts", self.scripts, methods=["GET"], response_model=ScriptsList)
+        return r
+
+    # -- generation -------------------------------------------------------------------------
+    async def txt2img(self, body: Txt2ImgRequest) -> JSONResponse:
+        return await self._generate(body, "txt2img")
+
+    async def img2img(self, body: Img2ImgRequest) -> JSONResponse:
+        return await self._generate(body, "img2img")
+
+    async def _generate(self, body: _GenerationFields, mode: str) -> JSONResponse:
+        # decoding images, listing models (maybe hashing a new file) and validation happen in a worker thread;
+        # waiting for the queue does not hold a thread, so progress/interrupt answer while many requests wait
+        job, warns, persist = await run_in_threadpool(self._submit, body, mode)
+        try:
+            delay = 0.005
+            while not job.done_event.is_set():
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+        finally:
+            if body.force_task_id:
+                with self._tasks_lock:
+                    if self.tasks.get(body.force_task_id) == job.id:
+                        del self.tasks[body.force_task_id]
+        payload = await run_in_threadpool(self._respond, body, mode, job, warns, persist)
+        return JSONResponse(payload)
+
+    def _submit(self, body: _GenerationFields, mode: str):
+        app = self.app
+        req, warns, persist = self.build_request(body, mode)
+        if not (req.override_settings or {}).get("sd_model_checkpoint") and app.selected_checkpoint() is None:
+            raise ApiError(503, "no Stable Diffusion checkpoint is installed (put one in models/Stable-diffusion)",
+                           error="NoModel")
+        try:
+            job = app.submit(req, source="api")
+        except processing.RequestError as e:
+            raise ApiError(422, str(e), e.field) from None
+        except sd_models.ModelLoadError as e:
+            raise ApiError(422, str(e), "override_settings.sd_model_checkpoint", error="ModelLoadError") from None
+        except jobs.QueueFull as e:
+            raise ApiError(503, str(e), error="QueueFull") from None
+        if body.force_task_id:
+            with self._tasks_lock:
+                self.tasks.pop(body.force_task_id, None)
+                self.tasks[body.force_task_id] = job.id
+                while len(self.tasks) > TASK_MEMORY:
+                    self.tasks.pop(next(iter(self.tasks)))
+        return job, warns, persist
+
+    def build_request(self, body: _GenerationFields, mode: str) -> tuple[processing.GenerationRequest, list[str], dict]:
+        """The engine request for an API body: (request, warnings for `info`, settings to keep afterwards)."""
+        app = self.app
+        warns: list[str] = []
+        values = body.model_dump()
+        check_finite(values, "")
+        set_fields = set(body.model_fields_set)
+        if body.infotext:
+            self._apply_infotext(body.infotext, values, set_fields)
+        unknown = sorted(k for k in (body.model_extra or {}))
+        if unknown:
+            warns.append("unknown fields ignored: " + ", ".join(unknown))
+        if body.script_name:
+            raise ApiError(422, f"Script '{body.script_name}' not found (no scripts are installed)", "script_name")
+        if body.alwayson_scripts:
+            warns.append("alwayson_scripts are not supported; ignored: " + ", ".join(map(str, body.alwayson_scripts)))
+        if body.restore_faces:
+            warns.append("restore_faces is not supported; ignored")
+        if body.refiner_checkpoint and body.refiner_checkpoint not in ("None", ""):
+            warns.append("refiner_checkpoint is not supported; ignored")
+        if isinstance(body, Txt2ImgRequest):
+            if body.firstpass_image:
+                warns.append("firstpass_image is not supported; ignored")
+            if body.hr_checkpoint_name and body.hr_checkpoint_name not in ("Use same checkpoint", ""):
+                warns.append("hr_checkpoint_name is not supported; the hires pass uses the same checkpoint")
+            if body.hr_sampler_name and body.hr_sampler_name not in ("Use same sampler", "") \
+                    and body.hr_sampler_name != (values["sampler_name"] or body.sampler_index):
+                warns.append("hr_sampler_name is not supported; the hires pass uses the same sampler")
+            if body.hr_scheduler and body.hr_scheduler not in ("Use same scheduler", "") \
+                    and body.hr_scheduler != values["scheduler"]:
+                warns.append("hr_scheduler is not supported; the hires pass uses the same schedule type")
+
+        size = {}
+        for name in ("width", "height"):
+            v = int(values[name])
+            if v % 8:
+                warns.append(f"{name} {v} rounded down to {v // 8 * 8} (a multiple of 8)")
+                v = v // 8 * 8
+            if not 64 <= v <= 2048:
+                raise ApiError(422, f"must be between 64 and 2048, got {values[name]}", name)
+            size[name] = v
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):
+            v = values[name]
+            if not (v in (-1, 0) or 8 <= v <= 2048):  # also checked here: infotext values skip the model's bounds
+                raise ApiError(422, f"must be -1 or 0 (off) or between 8 and 2048, got {v}", name)
+        overrides, persist = self._check_overrides(values.get("override_settings") or {},
+                                                   not body.override_settings_restore_afterwards)
+        denoise = values.get("denoising_strength")
+        kw = dict(
+            prompt=values["prompt"], negative_prompt=values["negative_prompt"], styles=list(values["styles"] or []),
+            sampler_name=values["sampler_name"] or body.sampler_index or "Euler",
+            scheduler=values["scheduler"] or "Automatic",
+            steps=values["steps"], cfg_scale=values["cfg_scale"], width=size["width"], height=size["height"],
+            seed=values["seed"], subseed=values["subseed"], subseed_strength=values["subseed_strength"],
+            seed_resize_from_h=values["seed_resize_from_h"], seed_resize_from_w=values["seed_resize_from_w"],
+            n_iter=values["n_iter"], batch_size=values["batch_size"], tiling=bool(values["tiling"]),
+            eta=values["eta"], denoising_strength=0.75 if denoise is None else denoise,
+            override_settings=overrides, save_images=bool(body.save_images),
+            do_not_save_grid=bool(body.do_not_save_grid or not body.save_images), mode=mode,
+        )
+        if body.styles:
+            missing = [s for s in body.styles if s not in app.styles.styles]
+            if missing:
+                warns.append("unknown styles ignored: " + ", ".join(missing))
+        if mode == "txt2img":
+            kw.update(enable_hr=bool(values["enable_hr"]), hr_scale=values["hr_scale"],
+                      hr_upscaler=values["hr_upscaler"] or "Latent",
+                      hr_second_pass_steps=values["hr_second_pass_steps"], hr_resize_x=values["hr_resize_x"],
+                      hr_resize_y=values["hr_resize_y"], hr_prompt=values["hr_prompt"],
+                      hr_negative_prompt=values["hr_negative_prompt"])
+        else:
+            kw.update(self._img2img_fields(body, values, warns))
+        req = processing.GenerationRequest(**kw)
+        return req, warns, persist
+
+    def _img2img_fields(self, body: Img2ImgRequest, values: dict, warns: list[str]) -> dict:
+        if not body.init_images:
+            raise ApiError(422, "img2img needs at least one init image", "init_images")
+        inits = [decode_image(s, f"init_images[{i}]") for i, s in enumerate(body.init_images)]
+        mask = decode_image(body.mask, "mask") if body.mask else None
+        if mask is not None and mask.size != inits[0].size:
+            warns.append(f"mask {mask.width}x{mask.height} resized to the init image's "
+                         f"{inits[0].width}x{inits[0].height}")
+            mask = mask.convert("L").resize(inits[0].size, Image.LANCZOS)
+        blur = values["mask_blur"]
+        if blur is None:
+            blur = max(body.mask_blur_x, body.mask_blur_y)
+        return dict(init_images=inits, mask=mask, resize_mode=body.resize_mode, mask_blur=blur,
+                    inpainting_fill=body.inpainting_fill, inpaint_full_res=bool(body.inpaint_full_res),
+                    inpaint_full_res_padding=body.inpaint_full_res_padding,
+                    inpainting_mask_invert=bool(body.inpainting_mask_invert),
+                    initial_noise_multiplier=body.initial_noise_multiplier)
+
+    def _apply_infotext(self, text: str, values: dict, set_fields: set) -> None:
+        params = infotext.parse_generation_parameters(text, defaults=False)
+        for key, (name, conv) in _INFOTEXT_FIELDS.items():
+            if key in params and name in values and name not in set_fields:
+                try:
+                    values[name] = conv(params[key])
+                    check_finite(values[name], name)
+                except (TypeError, ValueError, ApiError):
+                    raise ApiError(422, f"'{key}: {params[key]}' is not a valid {conv.__name__}", "infotext") from None
+        if ("Hires upscale" in params or "Hires resize-1" in params) and "enable_hr" in values \
+                and "enable_hr" not in set_fields:
+            values["enable_hr"] = True
+        ov = dict(values.get("override_settings") or {})
+        for key, setting in _INFOTEXT_SETTINGS.items():
+            if key in params and setting not in ov:
+                ov[setting] = params[key]
+        if ov:
+            values["override_settings"] = ov
+
+    def _check_overrides(self, ov: dict, keep: bool) -> tuple[dict, dict]:
+        """Validate override_settings (422 naming the key); (overrides for the job, settings to keep after it)."""
+        app = self.app
+        out: dict[str, Any] = {}
+        for key, value in ov.items():
+            field = f"override_settings.{key}"
+            if key == "sd_model_checkpoint":
+                if value in (None, ""):
+                    continue
+                out[key] = self.find_checkpoint(value, field).title
+            elif key == "sd_vae":
+                if not isinstance(value, str):
+                    raise ApiError(422, f"must be a VAE name, got {value!r}", field)
+                self._check_vae(value, field)
+                out[key] = value
+            else:
+                try:
+                    out[key] = app.opts.validate(key, value)
+                except ValueError as e:
+                    raise ApiError(422, str(e), field) from None
+        return out, (dict(out) if keep else {})
+
+    def find_checkpoint(self, name: Any, field: str) -> sd_models.CheckpointInfo:
+        """A listed checkpoint by title, name, hash or close match (never an arbitrary path on disk)."""
+        app = self.app
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(422, f"must be a checkpoint title, got {name!r}", field)
+        app.ensure_listed()
+        listed = list(app.models.checkpoints.values())
+        if any(name in (i.title, i.name, i.model_name, str(i.filename)) for i in listed):
+            return app.models.find(name)
+        try:
+            is_path = "\x00" not in name and Path(name).exists()
+        except (OSError, ValueError):
+            is_path = False
+        if is_path or "/" in name and Path(name).is_absolute():
+            raise ApiError(422, f"checkpoint '{name}' is not in the model folders", field, error="ModelLoadError")
+        try:
+            info = app.models.find(name)
+        except sd_models.ModelLoadError as e:
+            raise ApiError(422, str(e), field, error="ModelLoadError") from None
+        if info.title not in app.models.checkpoints:
+            raise ApiError(422, f"checkpoint '{name}' is not in the model folders", field, error="ModelLoadError")
+        return info
+
+    def _check_vae(self, name: str, field: str) -> None:
+        app = self.app
+        if name in ("Automatic", "None", ""):
+            return
+        app.ensure_listed()
+        for vname, p in app.models.vaes.items():
+            if name in (vname, Path(vname).stem, p.name):
+                return
+        raise ApiError(422, f"VAE '{name}' not found. Available: {', '.join(app.models.vae_choices())}", field,
+                       error="ModelLoadError")
+
+    def _respond(self, body: _GenerationFields, mode: str, job: jobs.Job, warns: list[str], persist: dict) -> dict:
+        app = self.app
+        if job.status == "failed":
+            if job.error_field:
+                raise ApiError(422, job.error or "invalid request", job.error_field)
+            raise ApiError(500, job.error or "the job failed", error="JobFailed")
+        opts = app.opts.snapshot()
+        res = job.result
+        if res is None:  # interrupted while it waited
+            req = job.request
+            info = {"prompt": req.prompt, "all_prompts": [], "negative_prompt": req.negative_prompt,
+                    "all_negative_prompts": [], "seed": req.seed, "all_seeds": [], "subseed": req.subseed,
+                    "all_subseeds": [], "width": req.width, "height": req.height, "sampler_name": req.sampler_name,
+                    "scheduler": req.scheduler, "steps": req.steps, "cfg_scale": req.cfg_scale,
+                    "batch_size": req.batch_size, "infotexts": [], "styles": list(req.styles),
+                    "warnings": [*warns, job.error or "interrupted"]}
+            images_out: list[str] = []
+        else:
+            info = dict(res.info)
+            info["warnings"] = [*warns, *info.get("warnings", [])]
+            fmt = opts.get("samples_format", "png")
+            quality = opts.get("jpeg_quality", 80)
+            keep_info = opts.get("enable_pnginfo", True)
+            images_out = [encode_image(im, text if keep_info else None, fmt, quality)
+                          for im, text in zip(res.images, res.infotexts)] if body.send_images else []
+            if persist and job.status == "done":
+                ckpt = persist.pop("sd_model_checkpoint", None)
+                if persist:
+                    app.opts.update(persist)
+                if ckpt:
+                    app.opts.set("sd_model_checkpoint", ckpt)
+        info["interrupted"] = job.status == "interrupted"
+        info["job_id"] = job.id
+        params = body.model_dump()
+        if mode == "img2img" and not getattr(body, "include_init_images", False):
+            params["init_images"] = None
+            params["mask"] = None
+        return {"images": images_out, "parameters": json_safe(params),
+                "info": json.dumps(json_safe(info), ensure_ascii=False)}
+
+    # -- progress and control -------------------------------------------------------------------
+    def progress(self, skip_current_image: bool = Query(False)) -> ProgressResponse:
+        app = self.app
+        q = app.queue
+        job = q.current
+        state = _idle_state()
+        state["queued"] = len(q.pending())
+        if job is None or job.status != "running":
+            return ProgressResponse(progress=0.0, eta_relative=0.0, state=state, current_image=None, textinfo=None)
+        c = job.control
+        job_count = max(int(c.job_count), 1)
+        per_image = c.total_steps // job_count if c.total_steps else 0
+        state.update(skipped=bool(c.skipped), interrupted=bool(c.interrupted), job=job.id, job_count=job_count,
+                     job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)),
+                     job_no=int(c.job_no), sampling_steps=int(per_image),
+                     sampling_step=int(c.step - c.job_no * per_image) if per_image else int(c.step))
+        eta = c.eta
+        current = None
+        if not skip_current_image:
+            im = app.preview_image(job)
+            if im is not None:
+                current = encode_image(im)
+        return ProgressResponse(progress=float(c.progress), eta_relative=float(eta) if eta is not None else 0.0,
+                                state=state, current_image=current, textinfo=c.textinfo or None)
+
+    def interrupt(self, id: Optional[str] = Query(None, description="a force_task_id or job id; "  # noqa: A002
+                                                                   "default: the running job")) -> dict:
+        q = self.app.queue
+        if id is None:
+            q.interrupt()
+            return {}
+        with self._tasks_lock:
+            job_id = self.tasks.get(id, id)
+        try:
+            job = q.get(job_id)
+        except (jobs.JobNotFound, OSError, ValueError):
+            raise ApiError(404, f"no job '{id}'", "id", error="JobNotFound") from None
+        if job.status in ("queued", "running"):
+            q.interrupt(job.id)
+        return {}
+
+    def skip(self) -> None:
+        self.app.queue.skip()
+        return None
+
+    # -- settings -------------------------------------------------------------------------------
+    def get_options(self) -> JSONResponse:
+        app = self.app
+        data = app.opts.snapshot()
+        if not data.get("sd_model_checkpoint"):
+            data["sd_model_checkpoint"] = app.selected_checkpoint() or ""
+        info = app.models.checkpoints.get(data["sd_model_checkpoint"])
+        data["sd_checkpoint_hash"] = info.sha256 if info else None
+        return JSONResponse(json_safe(data))
+
+    def set_options(self, body: dict[str, Any] = Body(..., examples=[{"CLIP_stop_at_last_layers": 2}])) -> None:
+        app = self.app
+        values = dict(body)
+        check_finite(values, "")
+        ckpt = values.pop("sd_model_checkpoint", None)
+        values.pop("sd_checkpoint_hash", None)  # read-only, sent back by clients that echo GET options
+        checked = {}
+        for key, value in values.items():
+            if key == "sd_vae":
+                if not isinstance(value, str):
+                    raise ApiError(422, f"must be a VAE name, got {value!r}", key)
+                self._check_vae(value, key)
+            try:
+                checked[key] = app.opts.validate(key, value)
+            except ValueError as e:
+                raise ApiError(422, str(e), key) from None
+        # "" (what GET answers when no checkpoint exists) changes nothing, so a GET -> POST round trip works
+        info = self.find_checkpoint(ckpt, "sd_model_checkpoint") if ckpt not in (None, "") else None
+        if info is not None:
+            try:
+                app.set_checkpoint(info.title)
+            except sd_models.ModelLoadError as e:
+                raise ApiError(500, str(e), error="ModelLoadError") from None
+        if checked:
+            app.opts.update(checked)
+        return None
+
+    def cmd_flags(self) -> dict:
+        return json_safe(dict(vars(self.app.args)))
+
+    # -- lists ----------------------------------------------------------------------------------
+    def get_samplers(self) -> list:
+        return samplers.api_samplers()
+
+    def get_schedulers(self) -> list:
+        return samplers.api_schedulers()
+
+    def get_upscalers(self) -> list:
+        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+                for n in IMAGE_UPSCALERS]
+
+    def get_latent_upscale_modes(self) -> list:
+        return [{"name": n} for n in processing.LATENT_UPSCALE_MODES]
+
+    def get_sd_models(self) -> list:
+        self.app.ensure_listed()
+        return [info.api_dict() for info in self.app.models.checkpoints.values()]
+
+    def get_sd_modules(self) -> list:
+        return []
+
+    def get_sd_vae(self) -> list:
+        self.app.ensure_listed()
+        return [{"model_name": name, "filename": str(p)} for name, p in self.app.models.vaes.items()]
+
+    def get_empty_list(self) -> list:
+        return []
+
+    def get_prompt_styles(self) -> list:
+        return [{"name": s["name"], "prompt": s.get("prompt", ""), "negative_prompt": s.get("negative_prompt", "")}
+                for s in self.app.styles.styles.values()]
+
+    def get_embeddings(self) -> dict:
+        # [extra networks] loaded/skipped relative to the loaded model (all readable ones without a model)
+        loaded = self.app.models.loaded
+        ok, skipped = self.app.extra_networks.embedding_status(loaded.components if loaded is not None else None)
+        return {"loaded": ok, "skipped": skipped}
+
+    def get_loras(self) -> list:
+        return self.app.extra_networks.api_loras()  # [extra networks]
+
+    def scripts(self) -> dict:
+        return {"txt2img": [], "img2img": []}
+
+    def memory(self) -> dict:
+        ram: dict[str, Any]
+        try:
+            import psutil
+
+            vm = psutil.virtual_memory()
+            rss = psutil.Process(os.getpid()).memory_info().rss
+            ram = {"free": vm.available, "used": vm.total - vm.available, "total": vm.total, "process": rss}
+        except Exception as e:  # noqa: BLE001 - memory stats are best effort
+            ram = {"error": str(e)}
+        cuda: dict[str, Any]
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                free, total = torch.cuda.mem_get_info()
+                st = torch.cuda.memory_stats()
+                cuda = {
+                    "system": {"free": free, "used": total - free, "total": total},
+                    "active": {"current": st.get("active_bytes.all.current", 0),
+                               "peak": st.get("active_bytes.all.peak", 0)},
+                    "allocated": {"current": st.get("allocated_bytes.all.current", 0),
+                                  "peak": st.get("allocated_bytes.all.peak", 0)},
+                    "reserved": {"current": st.get("reserved_bytes.all.current", 0),
+                                 "peak": st.get("reserved_bytes.all.peak", 0)},
+                    "inactive": {"current": st.get("inactive_split_bytes.all.current", 0),
+                                 "peak": st.get("inactive_split_bytes.all.peak", 0)},
+                    "events": {"retries": st.get("num_alloc_retries", 0), "oom": st.get("num_ooms", 0)},
+                }
+            else:
+                cuda = {"error": "unavailable"}
+        except Exception as e:  # noqa: BLE001
+            cuda = {"error": str(e)}
+        return {"ram": ram, "cuda": cuda}
+
+    # -- models ---------------------------------------------------------------------------------
+    def refresh_checkpoints(self) -> None:
+        self.app.refresh_models()
+
+    def refresh_vae(self) -> None:
+        self.app.refresh_models()  # lists VAEs too
+
+    def refresh_loras(self) -> None:
+        self.app.extra_networks.refresh()  # [extra networks] LoRA and embedding folders
+
+    def reload_checkpoint(self) -> dict:
+        try:
+            self.app.load_model()
+        except sd_models.ModelLoadError as e:
+            raise ApiError(500, str(e), error="ModelLoadError") from None
+        return {}
+
+    def unload_checkpoint(self) -> dict:
+        self.app.models.unload()
+        return {}
+
+    # -- images -----------------------------------------------------------------------------------
+    def png_info(self, body: PNGInfoRequest) -> dict:
+        im = decode_image(body.image, "image")
+        geninfo, items = images.read_info_from_image(im)
+        geninfo = geninfo or ""
+        params = infotext.parse_generation_parameters(geninfo)
+        return {"info": geninfo, "items": _jsonable_items(items), "parameters": json_safe(params)}
+
+    def extra_single_image(self, body: ExtrasSingleImageRequest) -> dict:
+        for field in ("upscaler_1", "upscaler_2"):
+            if getattr(body, field) not in IMAGE_UPSCALERS:
+                raise ApiError(422, f"unknown upscaler {getattr(body, field)!r}. Valid: {', '.join(IMAGE_UPSCALERS)}",
+                               field)
+        im = decode_image(body.image, "image")
+        geninfo, _ = images.read_info_from_image(im)
+        if body.resize_mode == 0:
+            scale = body.upscaling_resize
+            w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+            text = f"Postprocess upscale by: {scale:g}"
+        else:
+            scale = max(body.upscaling_resize_w / im.width, body.upscaling_resize_h / im.height)
+            w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+            text = f"Postprocess upscale to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
+        if w > MAX_EXTRAS_SIDE or h > MAX_EXTRAS_SIDE or w * h > MAX_EXTRAS_PIXELS:
+            raise ApiError(422, f"the result would be {w}x{h}, larger than allowed "
+                                f"({MAX_EXTRAS_SIDE} per side, {MAX_EXTRAS_PIXELS} pixels)",
+                           "upscaling_resize" if body.resize_mode == 0 else "upscaling_resize_w")
+        base = im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") else "RGB")
+        out = base
+        if body.upscaler_1 != "None":
+            out = _upscale(base, body.upscaler_1, w, h)
+            text += f", Postprocess upscaler: {body.upscaler_1}"
+            if body.upscaler_2 != "None" and body.extras_upscaler_2_visibility > 0:
+                second = _upscale(base, body.upscaler_2, w, h)
+                out = Image.blend(out, second, float(body.extras_upscaler_2_visibility))
+                text += (f", Postprocess upscaler 2: {body.upscaler_2}, "
+                         f"Postprocess upscaler 2 visibility: {body.extras_upscaler_2_visibility:g}")
+            if body.resize_mode == 1 and body.upscaling_crop and out.size != (body.upscaling_resize_w,
+                                                                              body.upscaling_resize_h):
+                tw, th = body.upscaling_resize_w, body.upscaling_resize_h
+                left, top = (out.width - tw) // 2, (out.height - th) // 2
+                out = out.crop((left, top, left + tw, top + th))
+                text += f", Postprocess crop to: {tw}x{th}"
+        else:
+            text = ""
+        if body.gfpgan_visibility or body.codeformer_visibility:
+            text += (", " if text else "") + "face restoration is not supported; ignored"
+        opts = self.app.opts.snapshot()
+        encoded = encode_image(out, geninfo, opts.get("samples_format", "png"), opts.get("jpeg_quality", 80)) \
+            if body.show_extras_results else None
+        return {"html_info": "<p>" + html.escape(text) + "</p>", "image": encoded}
+
+
+# ---------------------------------------------------------------------------
+# errors as JSON
+
+
+def _error_response(status: int, error: str, detail: str, errors: Any = None, headers: dict | None = None):
+    content = {"error": error, "detail": detail, "body": "", "errors": errors if errors is not None else detail}
+    return JSONResponse(status_code=status, content=json_safe(content), headers=headers)
+
+
+def _validation_detail(errors: list[dict]) -> tuple[str, list[dict]]:
+    parts, clean = [], []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:] if len(loc) > 1 or e.get("type") != "json_invalid" else loc
+        name = ".".join(loc) if loc else "body"
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            name, msg = "body", f"malformed JSON ({(e.get('ctx') or {}).get('error', msg)})"
+        elif e.get("type") == "missing" and name == "body":
+            msg = "a JSON request body is required"
+        parts.append(f"{name}: {msg}")
+        clean.append({"loc": list(e.get("loc", ())), "field": name, "msg": msg, "type": e.get("type")})
+    return "; ".join(parts) or "invalid request", clean
+
+
+def _is_api_path(request: Request) -> bool:
+    return request.url.path.startswith(PREFIX + "/") or request.url.path == PREFIX
+
+
+def install_error_handlers(server: FastAPI) -> None:
+    from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+
+    async def on_api_error(request: Request, exc: ApiError):
+        return _error_response(exc.status, exc.error, exc.detail,
+                               errors=[{"field": exc.field, "msg": exc.message}] if exc.field else None,
+                               headers=exc.headers)
+
+    async def on_validation(request: Request, exc: RequestValidationError):
+        if not _is_api_path(request):
+            return await request_validation_exception_handler(request, exc)
+        detail, clean = _validation_detail(list(exc.errors()))
+        return _error_response(422, "RequestValidationError", detail, errors=clean)
+
+    async def on_http(request: Request, exc: StarletteHTTPException):
+        if not _is_api_path(request):
+            return await http_exception_handler(request, exc)
+        return _error_response(exc.status_code, "HTTPException", str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def on_any(request: Request, exc: Exception):
+        log.error("API error: %s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+        return _error_response(500, exc.__class__.__name__, str(exc) or exc.__class__.__name__)
+
+    server.add_exception_handler(ApiError, on_api_error)
+    server.add_exception_handler(RequestValidationError, on_validation)
+    server.add_exception_handler(StarletteHTTPException, on_http)
+    server.add_exception_handler(Exception, on_any)
+
+
+def register(server: FastAPI, app) -> None:
+    """Add the /sdapi/v1 routes for ``app`` (an :class:`modules.app.App`) to ``server``."""
+    api = SdApi(app, getattr(app.args, "api_auth", None))
+    install_error_handlers(server)
+    server.include_router(api.router)
+    server.state.sdapi = api
+
+
+__all__ = ["ApiError", "SdApi", "register", "decode_image", "encode_image", "parse_credentials",
+           "Txt2ImgRequest", "Img2ImgRequest"]
