@@ -28,12 +28,17 @@ class App:
         self.queue = jobs.JobQueue(self.run_job, max_size=int(getattr(self.args, "queue_size", 64) or 64),
                                    record_dir=self.paths.data_dir / "log" / "jobs")
         self._conditioner_cache: dict = {}
+        # [extra networks] LoRA and embedding files (listed lazily; refreshed with the models)
+        from modules import extra_networks
+        self.extra_networks = extra_networks.Library(self.paths.lora_dirs, self.paths.embeddings_dirs,
+                                                     models=self.models)
         self.model_error: str | None = None
         self._listed = threading.Event()
 
     # -- models ------------------------------------------------------------
     def refresh_models(self) -> list[sd_models.CheckpointInfo]:
         infos = self.models.refresh()
+        self.extra_networks.refresh()  # [extra networks]
         self._listed.set()
         return infos
 
@@ -101,11 +106,13 @@ class App:
         loaded = self.models.loaded
         if loaded is None:
             return conditioning.count_tokens_without_model(text)
-        key = ("counter", id(loaded.components))
+        embeddings = self.extra_networks.embedding_vectors(refresh_if_changed=False)  # [extra networks]
+        key = ("counter", id(loaded.components), id(embeddings))
         cond = self._conditioner_cache.get(key)
         if cond is None:
             cond = conditioning.TextConditioner(loaded.components,
-                                                comma_padding_backtrack=int(self.opts.get("comma_padding_backtrack")))
+                                                comma_padding_backtrack=int(self.opts.get("comma_padding_backtrack")),
+                                                embeddings=embeddings)
             self._conditioner_cache[key] = cond
         return cond.token_count(text)
 
@@ -142,11 +149,24 @@ class App:
             loaded = self.load_model(job.checkpoint or self.selected_checkpoint(), job.vae or self.opts.get("sd_vae"))
             snapshot = self.opts.snapshot()
             proc = processing.Processor(loaded, snapshot, control=job.control,
-                                        conditioner_cache=self._conditioner_cache, style_db=self.styles.styles)
+                                        conditioner_cache=self._conditioner_cache, style_db=self.styles.styles,
+                                        embeddings=self.extra_networks.embedding_vectors())
+            proc.extra_networks = self.extra_networks  # [extra networks] for <lora:...> tags and the VAE hash
             return proc.run(job.request, save=self.save_output)
 
+    def _abs(self, folder) -> Path:
+        folder = Path(folder)
+        return folder if folder.is_absolute() else self.paths.data_dir / folder
+
     def save_output(self, image, infotext: str, seed: int, prompt: str, req: processing.GenerationRequest,
-                    opts: dict) -> Path:
+                    opts: dict, grid: bool = False) -> Path:
+        if grid:
+            key = "outdir_img2img_grids" if req.is_img2img else "outdir_txt2img_grids"
+            outdir = opts.get(key)
+            return images.save_image(
+                image, self._abs(outdir), "grid", pattern="[seed]", seed=seed, prompt=prompt, infotext=infotext,
+                extension=opts.get("grid_format", "png"), dir_pattern=opts.get("directories_filename_pattern") or "[date]",
+                jpeg_quality=int(opts.get("jpeg_quality", 80)), number=True)
         key = "outdir_img2img_samples" if req.is_img2img else "outdir_txt2img_samples"
         outdir = opts.get("outdir_samples") or opts.get(key)
         outdir = Path(outdir)

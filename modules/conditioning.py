@@ -572,3 +572,24 @@ def _family_from_arch(arch: str) -> str:
     if arch.startswith("sd2"):
         return "sd2"
     return "sd1"
+
+
+_TOKEN_COUNTER: TextConditioner | None = None
+_TOKEN_COUNTER_LOCK = threading.Lock()
+
+
+def count_tokens_without_model(text: str, steps: int | None = None) -> tuple[int, int]:
+    """The prompt-box counter before any model is loaded: the shipped CLIP tokenizer, no text encoder."""
+    global _TOKEN_COUNTER
+    with _TOKEN_COUNTER_LOCK:
+        if _TOKEN_COUNTER is None:
+            from types import SimpleNamespace
+
+            from modules import model_formats
+
+            fake_encoder = SimpleNamespace(config=SimpleNamespace(hidden_size=768))
+            comps = SimpleNamespace(spec=SimpleNamespace(family="sd1", arch="sd1"), text_encoder=fake_encoder,
+                                    tokenizer=model_formats.load_tokenizer())
+            _TOKEN_COUNTER = TextConditioner(comps)
+        counter = _TOKEN_COUNTER
+    return counter.token_count(text, steps)

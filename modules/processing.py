@@ -113,6 +113,7 @@ class GenerationResult:
     negative_prompts: list[str]
     saved_files: list[str] = field(default_factory=list)
     grid: Image.Image | None = None
+    grid_file: str | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -669,12 +670,20 @@ class Processor:
                         result.subseeds.append(all_subseeds[idx])
                         if save is not None and req.save_images and opts.get("samples_save", True):
                             result.saved_files.append(str(save(pic, text, all_seeds[idx], prompt, req, opts)))
-                    ctl.step = steps_per_image * (it + 1)
+                    if not ctl.interrupted:
+                        ctl.step = steps_per_image * (it + 1)
         finally:
             _set_tiling(self.c, False)
             if self._active_networks is not None:  # [extra networks] the original weights, bit for bit
                 self._active_networks.restore()
         result.images, result.infotexts = images_out, infotexts
+        if len(images_out) > 1:
+            from modules import images as images_mod
+
+            result.grid = images_mod.image_grid(images_out, batch_size=req.batch_size)
+            if save is not None and req.save_images and not req.do_not_save_grid and opts.get("grid_save", True):
+                grid_text = infotexts[0] if infotexts else None
+                result.grid_file = str(save(result.grid, grid_text, result.seeds[0], prompt, req, opts, grid=True))
         result.prompts = [prompt] * len(images_out)
         result.negative_prompts = [negative] * len(images_out)
         result.interrupted = ctl.interrupted

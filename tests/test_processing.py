@@ -266,3 +266,26 @@ def test_bad_img2img_requests():
         processing.validate(GenerationRequest(mode="img2img", init_images=[img], denoising_strength=1.5))
     with pytest.raises(RequestError, match="mask: size 32x32 differs from the init image's 64x64"):
         processing.validate(GenerationRequest(mode="img2img", init_images=[img], mask=Image.new("L", (32, 32))))
+
+
+def test_job_through_app_saves_images_and_grid(tmp_path):
+    from modules import cmd_args, images
+    from modules.app import App
+    from modules.tiny_models import write_tiny_checkpoint
+
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
+    app = App(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    job = app.submit(GenerationRequest(prompt="a red circle", steps=3, width=64, height=64, seed=7, batch_size=2,
+                                       sampler_name="Euler"))
+    assert job.done_event.wait(300) and job.status == "done", job.error
+    files = [Path(f) for f in job.result.saved_files]
+    day = files[0].parent.name
+    assert [f.name for f in files] == ["00000-7-a red circle.png", "00001-8-a red circle.png"]
+    assert files[0].parent == tmp_path / "outputs" / "txt2img-images" / day
+    text, _ = images.read_info_from_image(Image.open(files[1]))
+    assert text == job.result.infotexts[1] and "Seed: 8," in text
+    grid = Path(job.result.grid_file)
+    assert grid.parent == tmp_path / "outputs" / "txt2img-grids" / day and grid.name == "grid-0000-7.png"
+    assert Image.open(grid).size == (128, 64)
+    assert not list((tmp_path / "outputs").rglob(".tmp-*")), "no temporary files are left behind"
+    app.queue.stop()
