@@ -117,7 +117,7 @@ def ensure_chromium() -> None:
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run([*sudo, apt, "-qq", "update"], env=env)
-    subprocess.run([*sudo, apt, "-y", "-qq", "install", "--no-install-recommends", "chromium", "fonts-noto-cjk"], env=env)
+    subprocess.run([*sudo, apt, "-y", "-qq", "install", "--no-install-recommends", "chromium", "fonts-noto-cjk", "fonts-noto-color-emoji"], env=env)
 
 
 def run_tests(extra: list[str]) -> int:

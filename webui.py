@@ -43,6 +43,8 @@ def create_server(app_core, with_ui: bool = True, with_api: bool = False):
         blocks, head, css = create_ui(app_core)
         gr.mount_gradio_app(server, blocks, path="/", head=head, css=css, show_error=True,
                             footer_links=["api", "settings"] if with_api else ["settings"])
+        from modules import localization
+        localization.register(server, app_core)
     return server
 
 
