@@ -3,10 +3,12 @@
 Two networks (kohya format, random weights): "LoRA" covers what kohya's LoRA
 trains by default (every transformer linear and proj_in/out of the UNet, the
 text encoder's attention and MLP layers), "LoCon" adds the ResNet convs and
-time projections (nearly every UNet weight).  Jobs alternate (with, without) so machine
-load affects both alike; the medians are compared (target: ratio < 1.05).  The
-first job with the LoRA also reads and hashes the file ("cold"); merge and
-restore alone are timed too.
+time projections (nearly every UNet weight).  Jobs alternate (with, without) so
+machine load affects both alike; the medians are compared (target: ratio < 1.05).
+The first job with the LoRA also reads and hashes the file ("first use").  Merge
+and restore alone are timed too, and their sum is printed as a share of a job:
+the direct overhead, which stays readable when a busy machine makes whole-job
+times noisy.
 
     python bench/lora_overhead.py              # tiny model (64px, 20 steps) + SD 1.5-sized random model
     python bench/lora_overhead.py --tiny-only
@@ -79,7 +81,8 @@ def bench(comps, size: int, steps: int, repeats: int, rank: int, label: str, wor
     kind = "LoCon" if conv else "LoRA"
     print(f"{label:26s} {size:4d}px {steps:3d} steps | {kind:5s} {n_layers} layers rank {rank} ({mib:.1f} MiB) | "
           f"without {mo:7.3f}s  with {mw:7.3f}s  ratio {ratio:5.3f} (target < 1.05) | first use {cold:7.3f}s | "
-          f"merge {statistics.median(merge) * 1000:7.1f} ms  restore {statistics.median(restore) * 1000:6.1f} ms")
+          f"merge {statistics.median(merge) * 1000:7.1f} ms  restore {statistics.median(restore) * 1000:6.1f} ms "
+          f"(= {(statistics.median(merge) + statistics.median(restore)) / mo * 100:.1f}% of a job without)")
     return ratio
 
 

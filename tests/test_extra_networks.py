@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -135,7 +134,6 @@ def test_lora_hash_is_kohyas_and_metadata_hash_wins(sd1, tmp_path):
 
 
 def test_card_tabs_include_checkpoints_and_embeddings(sd1, tmp_path):
-    from modules import cmd_args
     from modules.app import App
 
     write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=0)

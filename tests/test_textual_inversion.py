@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from safetensors.torch import save_file
 
 from modules import conditioning, extra_networks, infotext, textual_inversion
 from modules.options import Options
