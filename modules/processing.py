@@ -513,8 +513,9 @@ class Processor:
         latents = latents.to(self.device)
         image_rng = rng.ImageRNG((latents.shape[1], th // 8, tw // 8), seeds, subseeds, req.subseed_strength,
                                  req.seed_resize_from_h, req.seed_resize_from_w)
-        hr_prompt = req.hr_prompt or prompt
-        hr_neg = req.hr_negative_prompt or negative
+        # a separate hires prompt: its <lora:...> tags are removed (the first pass's networks stay applied)
+        hr_prompt = prompt_parser.parse_extra_networks(req.hr_prompt)[0] if req.hr_prompt else prompt
+        hr_neg = prompt_parser.parse_extra_networks(req.hr_negative_prompt)[0] if req.hr_negative_prompt else negative
         cond_sched = self.schedules(hr_prompt, req.steps, steps)
         uncond_sched = self.schedules(hr_neg, req.steps, steps)[0][1]
         scheduler = self.make_scheduler(req)
@@ -771,7 +772,7 @@ class Processor:
             "sd_model_name": info.model_name,
             "sd_model_hash": info.shorthash,
             "sd_vae_name": self.loaded.vae_name if self.loaded.vae_name != "None" else None,
-            "sd_vae_hash": None,
+            "sd_vae_hash": self.__dict__.get("_vae_hash"),
             "seed_resize_from_w": req.seed_resize_from_w,
             "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
