@@ -19,17 +19,7 @@ from modules.textual_inversion import save_embedding
 from modules.tiny_models import build_tiny_components, write_tiny_checkpoint
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def sd1():
-    return build_tiny_components("sd1", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_lora(path: Path, comps, seed=0, metadata=None, targets=None, mtime=None) -> Path:

@@ -29,18 +29,7 @@ TARGETS = [  # UNet attention, feed-forward, 1x1 proj conv, 3x3 resnet convs, ti
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def sd1():
-    return build_tiny_components("sd1", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loaded_for(comps):

@@ -22,17 +22,7 @@ from modules.textual_inversion import EmbeddingError, load_embedding, save_embed
 from modules.tiny_models import build_tiny_components
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def sd1():
-    return build_tiny_components("sd1", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def vecs(n, dim, seed):

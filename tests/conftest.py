@@ -1,0 +1,22 @@
+"""Fixtures shared by several test files."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    """Tiny random SD 1.x components (seed 0)."""
+    from modules.tiny_models import build_tiny_components
+
+    return build_tiny_components("sd1", seed=0)
