@@ -48,6 +48,32 @@ def wait_http(url: str, timeout: float, proc=None) -> float | None:
     return None
 
 
+def random_components(arch: str, device="cpu", dtype=None, seed: int = 0):
+    """Full-size components of `arch` ("sd1", "sdxl", ...) with random weights (N(0, 0.02)): the same
+    cost as real weights, no download.  With tokenizers, ready for the engine or diffusers."""
+    import torch
+
+    from modules import model_formats
+    spec = model_formats.spec_for_arch(arch)
+    comps = model_formats.empty_components(spec, with_tokenizers=True)
+    g = torch.Generator(device=device).manual_seed(seed)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        m = getattr(comps, name)
+        if m is None:
+            continue
+        m.to_empty(device=device)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, device=device) * 0.02)
+            for bname, b in m.named_buffers():
+                if "position_ids" in bname:
+                    b.copy_(torch.arange(b.shape[-1], device=device).expand_as(b))
+        if dtype is not None:
+            torch.nn.Module.to(m, dtype=dtype)
+        m.eval().requires_grad_(False)
+    return comps
+
+
 def full_size_sd15_file(path: Path) -> Path:
     """A full-size SD 1.5-shaped checkpoint with random weights (fp16, LDM layout), made once."""
     import torch
@@ -55,19 +81,7 @@ def full_size_sd15_file(path: Path) -> Path:
     from modules import model_formats
     if path.is_file():
         return path
-    spec = model_formats.spec_for_arch("sd1")
-    comps = model_formats.empty_components(spec)
-    g = torch.Generator().manual_seed(0)
-    for m in (comps.unet, comps.vae, comps.text_encoder):
-        m.to_empty(device="cpu")
-        with torch.no_grad():
-            for p in m.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-            for name, b in m.named_buffers():
-                if "position_ids" in name:
-                    b.copy_(torch.arange(b.shape[-1]).expand_as(b))
-    for m in (comps.unet, comps.vae, comps.text_encoder):
-        m.half()
+    comps = random_components("sd1", dtype=torch.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     model_formats.save_checkpoint(path, comps)
     return path

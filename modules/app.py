@@ -23,6 +23,9 @@ class App:
         self.paths = paths_mod.Paths.from_args(self.args)
         self.opts = options.Options(self.paths.config_file)
         self.policy = policy or devices.policy_from_args(self.args)
+        if self.opts.get("compile_unet") and not self.policy.compile:  # the setting, as --compile (read at start)
+            import dataclasses
+            self.policy = dataclasses.replace(self.policy, compile=True)
         self.models = sd_models.ModelManager(self.paths, self.policy)
         self.styles = styles.StyleDatabase(self.paths.styles_file)
         self.queue = jobs.JobQueue(self.run_job, max_size=int(getattr(self.args, "queue_size", 64) or 64),

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--medvram", action="store_true", help="move whole models to the GPU only while they are used")
     g.add_argument("--lowvram", action="store_true", help="offload smaller pieces of the model (slowest, least memory)")
     g.add_argument("--compile", action="store_true", help="torch.compile the UNet (first generation is slower)")
+    g.add_argument("--opt-channelslast", action="store_true",
+                   help="channels_last memory format for the UNet on CUDA (faster on some GPUs, slower on others)")
     return p
 
 

@@ -14,6 +14,7 @@ class DevicePolicy:
     vae_dtype: torch.dtype
     offload: str = "none"       # "none" | "medvram" | "lowvram"
     compile: bool = False
+    channels_last: bool = False
 
     @property
     def is_cuda(self) -> bool:
@@ -35,16 +36,15 @@ def policy_from_args(args) -> DevicePolicy:
     full = getattr(args, "no_half", False) or getattr(args, "precision", "autocast") == "full"
     if device.type == "cpu" or full:
         dtype = torch.float32
-    elif device.type == "cuda" and torch.cuda.is_bf16_supported() and False:
-        dtype = torch.bfloat16  # fp16 is the default; bf16 only on request (kept for later)
-    else:
+    else:  # fp16: the dtype the SD 1.x/2.x/SDXL weights are published in; the VAE's NaN case is handled at decode
         dtype = torch.float16
     vae_dtype = torch.float32 if (dtype == torch.float32 or getattr(args, "no_half_vae", False)) else dtype
     offload = "lowvram" if getattr(args, "lowvram", False) else ("medvram" if getattr(args, "medvram", False) else "none")
     if device.type != "cuda":
         offload = "none"
     return DevicePolicy(device=device, dtype=dtype, vae_dtype=vae_dtype, offload=offload,
-                        compile=bool(getattr(args, "compile", False)))
+                        compile=bool(getattr(args, "compile", False)),
+                        channels_last=bool(getattr(args, "opt_channelslast", False)) and device.type == "cuda")
 
 
 def cpu_policy() -> DevicePolicy:

@@ -101,6 +101,8 @@ class SDComponents:
     # LDM tensors with no place in the modules (SD2's OpenCLIP text_projection,
     # logit_scale, position_ids ...), full LDM keys; written back on save.
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    execution_device: Any = None  # where the models run (set by ModelManager; offloaded weights live elsewhere)
+    compile_pending: bool = False  # --compile: the UNet is wrapped and the next job pays for compiling it
 
 
 # ------------------------------------------------------------------- config files

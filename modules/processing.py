@@ -11,6 +11,7 @@ settings and a :class:`JobControl` for progress, interrupt and skip.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from modules import prompt_parser, rng, samplers
+
+log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
@@ -456,7 +459,8 @@ class Processor:
                     self.warnings.append("the VAE produced NaNs in half precision; it now runs in float32 "
                                          "(use --no-half-vae to start that way)")
                     vae.to(torch.float32)
-                    x = vae.decode(z.float(), return_dict=False)[0].float()
+                    z = (latents[i:i + 1] / self.scaling_factor).to(self.device, torch.float32)
+                    x = vae.decode(z, return_dict=False)[0].float()
                 out.append(x)
         finally:
             if use_tiling:
@@ -693,6 +697,10 @@ class Processor:
         result.info = self.info_json(req, prompt, negative, result, clip_skip)
         result.info["peak_memory_mb"] = peak_memory_mb(self.device)
         result.info["seconds"] = round(result.seconds, 3)
+        if getattr(self.c, "compile_pending", False) and images_out:
+            self.c.compile_pending = False  # --compile: this first job paid for compiling the UNet
+            result.info["compile_first_run_seconds"] = round(result.seconds, 3)
+            log.info("first generation with the compiled UNet took %.1fs (includes the compile)", result.seconds)
         return result
 
     def _steps_for(self, req: GenerationRequest) -> int:

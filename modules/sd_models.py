@@ -324,7 +324,7 @@ class ModelManager:
                 loaded.own_vae_state = {k: v.detach().clone() for k, v in comps.vae.state_dict().items()} if vae_path else {}
                 if vae_path is not None:
                     self._apply_vae(loaded, vae_name, vae_path)
-                self._to_device(comps)
+                place_components(comps, self.policy)
             except Exception as e:  # noqa: BLE001 - any failure: report, restore the previous model
                 self.loaded = None
                 devices.release_memory()
@@ -360,43 +360,46 @@ class ModelManager:
             raise ModelLoadError(f"VAE {vae_name} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
         loaded.vae_name = vae_name
 
-    def _to_device(self, comps) -> None:
-        """Place the models per the device policy: all on the device, or offloaded with accelerate's hooks
-        (--medvram: whole models move to the GPU only while they run; --lowvram: module by module)."""
-        pol = self.policy
-        models = [(n, getattr(comps, n, None)) for n in ("text_encoder", "text_encoder_2", "unet", "vae")]
-        models = [(n, m) for n, m in models if m is not None]
-        for name, m in models:
-            m.to(dtype=pol.vae_dtype if name == "vae" else pol.dtype).eval().requires_grad_(False)
-        if pol.device.type == "cuda":
-            comps.unet.to(memory_format=torch.channels_last)
-        if pol.offload == "none":
-            for _, m in models:
-                m.to(device=pol.device)
-        elif pol.offload == "medvram":
-            from accelerate import cpu_offload_with_hook
-
-            hook = None
-            for _, m in models:
-                _, hook = cpu_offload_with_hook(m, execution_device=pol.device, prev_module_hook=hook)
-        else:  # lowvram
-            from accelerate import cpu_offload
-
-            for _, m in models:
-                cpu_offload(m, execution_device=pol.device)
-        comps.execution_device = pol.device
-        if pol.compile and pol.device.type == "cuda":
-            t0 = time.perf_counter()
-            comps.unet = torch.compile(comps.unet, mode="max-autotune-no-cudagraphs")
-            log.info("UNet compiled lazily (first generation pays the compile cost; wrapped in %.2fs)",
-                     time.perf_counter() - t0)
-
     def unload(self) -> None:
         with self.lock:
             if self.loaded is None:
                 return
             self.loaded = None
             devices.release_memory()
+
+
+def place_components(comps, pol: DevicePolicy) -> None:
+    """Place the models per the device policy: all on the device, or offloaded with accelerate's hooks
+    (--medvram: whole models move to the GPU only while they run; --lowvram: module by module)."""
+    models = [(n, getattr(comps, n, None)) for n in ("text_encoder", "text_encoder_2", "unet", "vae")]
+    models = [(n, m) for n, m in models if m is not None]
+    for name, m in models:
+        # torch's own .to: diffusers' override only adds a warning about fp32-kept modules, which these
+        # models do not have
+        torch.nn.Module.to(m, dtype=pol.vae_dtype if name == "vae" else pol.dtype).eval().requires_grad_(False)
+    if pol.channels_last:
+        comps.unet.to(memory_format=torch.channels_last)
+    if pol.offload == "none":
+        for _, m in models:
+            m.to(device=pol.device)
+    elif pol.offload == "medvram":
+        from accelerate import cpu_offload_with_hook
+
+        hook = None
+        for _, m in models:
+            _, hook = cpu_offload_with_hook(m, execution_device=pol.device, prev_module_hook=hook)
+    else:  # lowvram
+        from accelerate import cpu_offload
+
+        for _, m in models:
+            cpu_offload(m, execution_device=pol.device)
+    comps.execution_device = pol.device
+    if pol.compile:
+        # mode "default": kernel fusion without CUDA graphs, so offload hooks and in-place LoRA merges
+        # keep working; the first generation pays the compile cost (Processor.run logs it)
+        comps.unet = torch.compile(comps.unet)
+        comps.compile_pending = True
+        log.info("UNet wrapped with torch.compile; the first generation compiles it")
 
 
 def native_resolution_of(info: CheckpointInfo) -> int:

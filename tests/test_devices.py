@@ -50,3 +50,81 @@ def test_offload_modes_give_the_same_image(tmp_path):
     plain = generate(tmp_path, "none")
     assert np.array_equal(generate(tmp_path, "medvram"), plain)
     assert np.array_equal(generate(tmp_path, "lowvram"), plain)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def generate_in(tmp_path, dtype, vae_dtype, seed=11):
+    ck = tmp_path / "models" / "Stable-diffusion"
+    if not (ck / "tiny.safetensors").is_file():
+        write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
+    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=dtype, vae_dtype=vae_dtype))
+    mm.refresh()
+    loaded = mm.load("tiny")
+    assert loaded.components.unet.dtype == dtype and loaded.components.vae.dtype == vae_dtype
+    req = processing.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=seed,
+                                       sampler_name="Euler a")
+    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    return np.asarray(res.images[0]), res, loaded
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_matches_float32(tmp_path, one_thread, dtype):
+    """The half-precision path (the default on CUDA) through the same code on the CPU: PSNR against
+    float32 >= 30 dB (fp16 gives ~57 dB, bf16 ~43 dB on this model), and not identical (it really ran in half)."""
+    full, _, _ = generate_in(tmp_path, torch.float32, torch.float32)
+    half, res, _ = generate_in(tmp_path, dtype, dtype)
+    assert not res.warnings
+    value = psnr(full, half)
+    assert 30 <= value < float("inf"), value
+
+
+def test_half_vae_that_overflows_falls_back_to_float32(tmp_path, one_thread):
+    """A VAE whose activations overflow float16 (A1111's black images) is retried in float32, says so,
+    and stays in float32 for later jobs."""
+    reference, _, _ = generate_in(tmp_path, torch.float16, torch.float32)
+    ck = tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors"
+    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float16,
+                                                         vae_dtype=torch.float16))
+    mm.refresh()
+    loaded = mm.load("tiny")
+    assert ck.is_file()
+    conv = loaded.components.vae.decoder.conv_in
+    with torch.no_grad():  # x1e5: far past float16's 65504, harmless in float32 (GroupNorm follows)
+        conv.weight.mul_(1e5)
+        conv.bias.mul_(1e5)
+    req = processing.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=11,
+                                       sampler_name="Euler a")
+    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    assert any("NaN" in w and "float32" in w for w in res.warnings), res.warnings
+    assert loaded.components.vae.dtype == torch.float32
+    img = np.asarray(res.images[0])
+    assert img.std() > 5  # a picture, not a black (or flat) square
+    again = processing.Processor(loaded, Options().snapshot()).run(req)
+    assert not again.warnings  # already float32: no second retry
+    assert np.array_equal(np.asarray(again.images[0]), img)
+    del reference
+
+
+def test_compile_setting_wraps_the_unet(tmp_path):
+    """The "Compile the UNet" setting works as --compile does: the loaded UNet is torch.compile's wrapper
+    and the next job is marked as the one that pays for compiling (its time is logged and put in info)."""
+    import json
+
+    from modules.app import App
+
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=5)
+    (tmp_path / "config.json").write_text(json.dumps({"compile_unet": True}))
+    app = App(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    assert app.policy.compile and not app.policy.channels_last
+    app.models.refresh()
+    loaded = app.models.load("tiny")
+    assert isinstance(loaded.components.unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert loaded.components.compile_pending
+    plain = App(cmd_args.parse_args(["--data-dir", str(tmp_path / "other"), "--use-cpu", "all"]))
+    assert not plain.policy.compile
