@@ -105,6 +105,13 @@ class SDComponents:
     compile_pending: bool = False  # --compile: the UNet is wrapped and the next job pays for compiling it
 
 
+def _assemble(spec: ModelSpec, unet, vae, texts: dict, toks: dict, extras: dict | None = None) -> SDComponents:
+    """SDComponents from the models and tokenizers keyed by their attribute names."""
+    return SDComponents(spec=spec, unet=unet, vae=vae, text_encoder=texts.get("text_encoder"),
+                        text_encoder_2=texts.get("text_encoder_2"), tokenizer=toks.get("tokenizer"),
+                        tokenizer_2=toks.get("tokenizer_2"), extras=extras or {})
+
+
 # ------------------------------------------------------------------- config files
 
 
@@ -864,16 +871,7 @@ def build_components(state_dict, spec: ModelSpec, dtype=torch.float32, device="c
         what = "text encoder" if name == "text_encoder" else "second text encoder"
         _load_into(model, _text_sd_from_ldm(model, sd, layout, prefix, dtype, what, extras), what)
     toks = _tokenizers_for(spec)
-    comps = SDComponents(
-        spec=spec,
-        unet=unet,
-        vae=vae,
-        text_encoder=texts.get("text_encoder"),
-        text_encoder_2=texts.get("text_encoder_2"),
-        tokenizer=toks.get("tokenizer"),
-        tokenizer_2=toks.get("tokenizer_2"),
-        extras=extras,
-    )
+    comps = _assemble(spec, unet, vae, texts, toks, extras)
     for m in _modules(comps):
         m.to(device)
         m.eval()
@@ -1059,15 +1057,7 @@ def load_diffusers_folder(path, dtype=torch.float32) -> SDComponents:
             toks[tname] = CLIPTokenizer.from_pretrained(str(path), subfolder=tname, local_files_only=True)
         else:
             toks[tname] = load_tokenizer(spec.tokenizer_pad_tokens.get(tname, "<|endoftext|>"))
-    comps = SDComponents(
-        spec=spec,
-        unet=unet,
-        vae=vae,
-        text_encoder=texts.get("text_encoder"),
-        text_encoder_2=texts.get("text_encoder_2"),
-        tokenizer=toks.get("tokenizer"),
-        tokenizer_2=toks.get("tokenizer_2"),
-    )
+    comps = _assemble(spec, unet, vae, texts, toks)
     for m in _modules(comps):
         m.eval()
     return comps
@@ -1123,16 +1113,7 @@ def empty_components(spec: ModelSpec, with_tokenizers: bool = False) -> SDCompon
             extras[prefix + "text_projection"] = torch.empty(
                 cfg["hidden_size"], cfg["projection_dim"], device="meta"
             )
-    return SDComponents(
-        spec=spec,
-        unet=unet,
-        vae=vae,
-        text_encoder=texts.get("text_encoder"),
-        text_encoder_2=texts.get("text_encoder_2"),
-        tokenizer=toks.get("tokenizer"),
-        tokenizer_2=toks.get("tokenizer_2"),
-        extras=extras,
-    )
+    return _assemble(spec, unet, vae, texts, toks, extras)
 
 
 def spec_for_arch(arch: str) -> ModelSpec:
