@@ -12,6 +12,7 @@ times noisy.
 
     python bench/lora_overhead.py              # tiny model (64px, 20 steps) + SD 1.5-sized random model
     python bench/lora_overhead.py --tiny-only
+    python bench/lora_overhead.py --size 512 --steps 20 --kinds lora   # a realistic SD 1.5 job (minutes on a CPU)
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def main():
     ap.add_argument("--steps", type=int, default=4, help="steps for the SD 1.5-sized model")
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "sdbench"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--kinds", default="lora,locon", help="which networks: lora, locon or both (comma-separated)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -101,8 +103,9 @@ def main():
     from modules.tiny_models import build_tiny_components
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, float32")
+    convs = [k == "locon" for k in a.kinds.split(",")]
     tiny = build_tiny_components("sd1")
-    for conv in (False, True):
+    for conv in convs:
         bench(tiny, 64, 20, a.repeats, 4, "tiny SD1", work, conv)
     if not a.tiny_only:
         from common import full_size_sd15_file
@@ -112,7 +115,7 @@ def main():
         sd, meta = model_formats.read_state_dict(f)
         comps = model_formats.build_components(sd, model_formats.detect_architecture(sd, meta))
         del sd
-        for conv in (False, True):
+        for conv in convs:
             bench(comps, a.size, a.steps, max(2, a.repeats // 2), 16, "full-size SD 1.5 (random)", work, conv)
 
 

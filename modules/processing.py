@@ -397,7 +397,7 @@ class Processor:
             if is_xl:
                 pooled = torch.cat([conds[gi].pooled.expand(B, -1) for gi in idxs]).to(self.device, self.dtype)
                 tids = torch.cat([self.time_ids(size, negative=negative_flags[gi]).expand(B, -1) for gi in idxs])
-                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": tids.to(self.device, self.dtype)}
+                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": tids.to(self.dtype)}
             out = self.c.unet(x_in, t, encoder_hidden_states=ctx, return_dict=False, **kwargs)[0].float()
             for gi, chunk in zip(idxs, out.chunk(n)):
                 outs[gi] = chunk
@@ -416,6 +416,15 @@ class Processor:
         return kw
 
     def time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
+        """SDXL's micro-conditioning ids, made on the device once per job and size: a tensor built from
+        host values inside the step loop would be a blocking host-to-device copy at every step."""
+        cache = self.__dict__.setdefault("_time_ids", {})
+        key = (tuple(size), negative)
+        if key not in cache:
+            cache[key] = self._make_time_ids(size, negative)
+        return cache[key]
+
+    def _make_time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
         h, w = size
         if self.spec.arch == "sdxl-refiner":
             score = 2.5 if negative else 6.0

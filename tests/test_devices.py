@@ -128,3 +128,27 @@ def test_compile_setting_wraps_the_unet(tmp_path):
     assert loaded.components.compile_pending
     plain = App(cmd_args.parse_args(["--data-dir", str(tmp_path / "other"), "--use-cpu", "all"]))
     assert not plain.policy.compile
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("arch", ["sd1", "sdxl"])
+def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch):
+    """From the end of step 1 to the start of the last step, nothing waits for the GPU: CUDA's sync debug
+    mode turns any synchronising call in those steps into an error that fails the job."""
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", arch, seed=5)
+    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    mm = sd_models.ModelManager(p, devices.policy_from_args(cmd_args.parse_args([])))
+    mm.refresh()
+    loaded = mm.load("tiny")
+    steps = 8
+
+    def watch(ctl):
+        torch.cuda.set_sync_debug_mode("error" if 1 <= ctl.step < steps - 1 else "default")
+
+    req = processing.GenerationRequest(prompt="a red circle", negative_prompt="blue", steps=steps, width=64,
+                                       height=64, seed=1, sampler_name="Euler")
+    try:
+        res = processing.Processor(loaded, Options().snapshot(), control=processing.JobControl(watch)).run(req)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(res.images) == 1
