@@ -705,6 +705,7 @@ class Processor:
         result.seconds = time.perf_counter() - t0
         result.info = self.info_json(req, prompt, negative, result, clip_skip)
         result.info["peak_memory_mb"] = peak_memory_mb(self.device)
+        result.info["peak_memory_device"] = self.device.type
         result.info["seconds"] = round(result.seconds, 3)
         if getattr(self.c, "compile_pending", False) and images_out:
             self.c.compile_pending = False  # --compile: this first job paid for compiling the UNet

@@ -5,6 +5,7 @@ styles, the top bar."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -167,6 +168,7 @@ def test_txt2img_generate(env, monkeypatch):
     assert text.startswith("a red cat\nSteps: 3, Sampler: DPM++ 2M, ")
     assert "Seed: 5, Size: 64x64" in text
     assert "Seed: 5" in last["info"] and "Time taken:" in last["info"]
+    assert re.search(r"Peak memory: \d+\.\d\d GiB RAM", last["info"]), last["info"]  # the CPU: process peak
     # the file on disk carries the same infotext
     (path,) = state["files"]
     with Image.open(path) as im:

@@ -221,6 +221,8 @@ def result_state(job) -> dict:
         "index": 0,
         "seconds": (job.finished - job.started) if job.finished and job.started else (r.seconds if r else 0.0),
         "warnings": list(r.warnings) if r else [],
+        "peak_memory_mb": r.info.get("peak_memory_mb") if r else None,
+        "peak_memory_device": r.info.get("peak_memory_device") if r else None,
     }
 
 
@@ -287,6 +289,9 @@ def result_info_html(state: dict, gallery_index: int | None = None) -> str:
         extra += '<p class="sdw-warning">Interrupted.</p>'
     if state.get("seconds"):
         extra += f'<p class="sdw-time">Time taken: {state["seconds"]:.1f} sec.</p>'
+    if state.get("peak_memory_mb"):
+        where = "GPU" if state.get("peak_memory_device") == "cuda" else "RAM"
+        extra += f'<p class="sdw-time">Peak memory: {state["peak_memory_mb"] / 1024:.2f} GiB {where}</p>'
     return info_html(selected_infotext(state, gallery_index), extra)
 
 
