@@ -14,7 +14,8 @@ CFG 7, Euler, 20 steps, fp16:
 - PSNR of the fp16 image against the fp32 image (target >= 30 dB).
 
 CPU part (runs everywhere): the SD 1.5-shaped model at 256x256, float32, a few steps,
-ours against diffusers, and the preview cost.
+ours against diffusers, and the preview cost; then the same model once in float16 on the
+CPU for the PSNR against float32.
 
     python bench/device_speed.py                 # GPU part if CUDA is present, then the CPU part
     python bench/device_speed.py --cpu-only
@@ -297,6 +298,25 @@ def bench_model(arch, size, steps, device, dtype, repeats, *, tiny=False, memory
     devices.release_memory()
 
 
+def half_psnr(arch, size, steps, device, dtype):
+    """The fp16 path against float32 on the same random full-size weights: one image each, PSNR."""
+    from modules import devices
+
+    base = random_components(arch, device="cpu", dtype=torch.float32)
+    t = time.perf_counter()
+    r32 = Ours(copy.deepcopy(base), policy(device, torch.float32), size, steps).run()
+    t32 = time.perf_counter() - t
+    t = time.perf_counter()
+    r16 = Ours(base, policy(device, dtype), size, steps).run()
+    t16 = time.perf_counter() - t
+    name = str(dtype).replace("torch.", "")
+    print(f"\n{arch} full size, {size}x{size}, {steps} steps, {device}: PSNR {name} vs float32 image "
+          f"{psnr(r16['image'], r32['image']):.1f} dB (target >= 30); {t16:.1f}s in {name}, {t32:.1f}s in float32"
+          f"{'; ' + '; '.join(r16['warnings']) if r16['warnings'] else ''}", flush=True)
+    del base
+    devices.release_memory()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-only", action="store_true")
@@ -328,6 +348,8 @@ def main():
                     tiny=a.tiny, memory_modes=a.tiny, psnr_too=False)
         if a.tiny:  # the half-precision path through the same code, on the CPU
             bench_model("sd1", 64, 20, cpu, torch.float16, 1, tiny=True, memory_modes=False)
+        else:  # fp16 on the CPU is slow but runs the same code: the SD 1.5-shaped PSNR figure
+            half_psnr("sd1", 256, a.cpu_steps, cpu, torch.float16)
 
 
 if __name__ == "__main__":

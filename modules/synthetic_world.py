@@ -191,14 +191,8 @@ def _shape_from_mask(mask: np.ndarray) -> str:
     return "triangle"
 
 
-def classify(image, background: str | None = None) -> tuple[str, str]:
-    """Name the (colour, shape) of the main object in a 64x64-ish RGB image.
-
-    Every pixel is mapped to the nearest named colour. The background is ``background`` if given,
-    otherwise the most common named colour along the image border. The object colour is the most
-    common named colour among the remaining pixels, and the shape is read from the fill ratio and
-    top/bottom width ratio of the pixels of that colour.
-    """
+def _object(image, background: str | None = None) -> tuple[str, np.ndarray]:
+    """(colour name, boolean mask) of the main object; see ``classify``."""
     arr = _as_array(image)
     idx, _ = _nearest_palette(arr)
     names = list(_PALETTE_NAMES)
@@ -219,4 +213,33 @@ def classify(image, background: str | None = None) -> tuple[str, str]:
     cleaned = mask & (neighbours >= 2)
     if cleaned.sum() >= 4:
         mask = cleaned
-    return names[obj], _shape_from_mask(mask)
+    return names[obj], mask
+
+
+def classify(image, background: str | None = None) -> tuple[str, str]:
+    """Name the (colour, shape) of the main object in a 64x64-ish RGB image.
+
+    Every pixel is mapped to the nearest named colour. The background is ``background`` if given,
+    otherwise the most common named colour along the image border. The object colour is the most
+    common named colour among the remaining pixels, and the shape is read from the fill ratio and
+    top/bottom width ratio of the pixels of that colour.
+    """
+    colour, mask = _object(image, background)
+    return colour, _shape_from_mask(mask)
+
+
+def locate(image, background: str | None = None) -> tuple[str, str]:
+    """(position, size) of the main object: the named position nearest to the centre of its bounding
+    box, and "small" or "large" from the box's side (small objects span about 15-20 pixels of 64,
+    large ones 23-31)."""
+    _, mask = _object(image, background)
+    ys, xs = np.nonzero(mask)
+    side = mask.shape[0]
+    if len(xs) < 4:
+        return "center", "small"
+    x0, x1 = np.percentile(xs, [1, 99])
+    y0, y1 = np.percentile(ys, [1, 99])
+    cx, cy = (x0 + x1 + 1) / 2 / side, (y0 + y1 + 1) / 2 / side
+    position = min(_POSITION_CENTRES, key=lambda p: (_POSITION_CENTRES[p][0] - cx) ** 2 + (_POSITION_CENTRES[p][1] - cy) ** 2)
+    extent = max(x1 - x0 + 1, y1 - y0 + 1) / side * 64
+    return position, ("large" if extent >= 21.5 else "small")

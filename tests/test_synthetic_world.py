@@ -63,6 +63,15 @@ def test_classifier_scores_at_least_98_percent_on_500_rendered_images():
     assert hinted >= 98
 
 
+def test_locate_names_position_and_size_of_rendered_objects():
+    imgs, _, scenes = world.make_dataset(300, seed=54321)
+    got = [world.locate(im) for im in imgs]
+    assert sum(g[0] == s.position for g, s in zip(got, scenes)) == 300
+    assert sum(g[1] == s.size for g, s in zip(got, scenes)) >= 297
+    assert world.locate(world.render(world.Scene("triangle", "red", "gray", "top right", "large", ""))) == (
+        "top right", "large")
+
+
 def test_classifier_tolerates_blur_and_noise_like_an_autoencoder_round_trip():
     imgs, _, scenes = world.make_dataset(200, seed=99)
     rng = np.random.default_rng(1)
