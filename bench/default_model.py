@@ -1,10 +1,12 @@
 """What the shipped default model (sd-shapes-64) draws, measured with the synthetic world's classifier.
 
 Loads the checkpoint through the normal model library and generates with this program's engine
-(modules.processing: the web UI's prompt syntax, samplers and img2img), 64x64, 20 steps, Euler a:
+(modules.processing: the web UI's prompt syntax, samplers and img2img), 64x64, 20 steps, with the
+UI's default sampler (DPM++ 2M) unless --sampler says otherwise:
 
 - seconds per image;
-- colour / shape accuracy over held-out caption/seed pairs, at CFG 7 and at CFG 1;
+- colour / shape accuracy over held-out caption/seed pairs, at CFG 7 and at CFG 1 (and
+  position / size accuracy where the caption names them);
 - negative prompt: red-pixel fraction of prompts asking for a red object, with and without
   the negative prompt "red";
 - emphasis: red-pixel fraction with "(red:1.4)" against "(red:0.7)";
@@ -47,7 +49,7 @@ def load(path: Path):
 
 
 class Generator:
-    def __init__(self, loaded, sampler="Euler a", steps=20):
+    def __init__(self, loaded, sampler="DPM++ 2M", steps=20):
         from modules import processing
         from modules.options import Options
 
@@ -74,6 +76,18 @@ def accuracy(images, scenes) -> tuple[float, float]:
     got = [world.classify(im) for im in images]
     return (sum(c == sc.colour for (c, _), sc in zip(got, scenes)) / len(scenes),
             sum(s == sc.shape for (_, s), sc in zip(got, scenes)) / len(scenes))
+
+
+def placement(images, scenes) -> dict:
+    """Position / size accuracy over the captions that name a position / a size."""
+    got = [world.locate(im) for im in images]
+    pos = [g[0] == sc.position for g, sc in zip(got, scenes) if world._position_phrase(sc.position) in sc.caption]
+    size = [g[1] == sc.size for g, sc in zip(got, scenes) if f" {sc.size} " in f" {sc.caption} "]
+    bg = [world.background_of(im) == sc.background for im, sc in zip(images, scenes)
+          if f"{sc.background} background" in sc.caption]
+    return {"position": sum(pos) / max(1, len(pos)), "n_position": len(pos),
+            "background": sum(bg) / max(1, len(bg)), "n_background": len(bg),
+            "size": sum(size) / max(1, len(size)), "n_size": len(size)}
 
 
 def red_prompts(n: int, seed: int) -> list[str]:
@@ -115,7 +129,8 @@ def evaluate(gen: Generator, n: int, n_small: int, grids: Path | None = None) ->
         gen.seconds.clear()
         imgs = [gen(c, s, cfg=cfg) for c, s in zip(captions, seeds)]
         acc_c, acc_s = accuracy(imgs, scenes)
-        r[f"cfg{cfg:g}"] = {"colour": acc_c, "shape": acc_s, "seconds_per_image": statistics.median(gen.seconds)}
+        r[f"cfg{cfg:g}"] = {"colour": acc_c, "shape": acc_s, "seconds_per_image": statistics.median(gen.seconds),
+                            **placement(imgs, scenes)}
         if grids is not None:
             save_grid(imgs[:40], grids / f"default_model_cfg{cfg:g}.png")
     prompts = red_prompts(n_small, EVAL_SEED + 1)
@@ -155,7 +170,7 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=str(DEFAULT))
     ap.add_argument("--n", type=int, default=120, help="held-out caption/seed pairs for the accuracy figures")
     ap.add_argument("--n-small", type=int, default=20, help="pairs for the negative/emphasis/img2img figures")
-    ap.add_argument("--sampler", default="Euler a")
+    ap.add_argument("--sampler", default="DPM++ 2M", help="default: the UI's default sampler")
     ap.add_argument("--grids", default=None, help="folder for picture grids")
     ap.add_argument("--json", default=None, help="write the figures here too")
     a = ap.parse_args()
@@ -171,6 +186,11 @@ def main() -> int:
         (f"colour recognised, CFG 7 (n={a.n})", f"{c7['colour']:.1%}", ">= 90%"),
         (f"shape recognised, CFG 7 (n={a.n})", f"{c7['shape']:.1%}", ">= 70%"),
         (f"colour / shape, CFG 1 (n={a.n})", f"{c1['colour']:.1%} / {c1['shape']:.1%}", "below CFG 7"),
+        (f"position named in the prompt, CFG 7 (n={c7['n_position']})", f"{c7['position']:.1%}", ""),
+        (f"size named in the prompt, CFG 7 (n={c7['n_size']})", f"{c7['size']:.1%}", ""),
+        (f"background named in the prompt, CFG 7 (n={c7['n_background']})", f"{c7['background']:.1%}", ""),
+        ("position / size / background, CFG 1",
+         f"{c1['position']:.0%} / {c1['size']:.0%} / {c1['background']:.0%}", ""),
         (f"red fraction, red prompts (n={a.n_small})", f"{ng['red_without']:.3f}", ""),
         ("  ... with negative prompt 'red'", f"{ng['red_with_negative_red']:.3f}", "lower"),
         ("red fraction with (red:1.4)", f"{em['red_1.4']:.3f}", "above (red:0.7)"),

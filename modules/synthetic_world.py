@@ -191,6 +191,13 @@ def _shape_from_mask(mask: np.ndarray) -> str:
     return "triangle"
 
 
+def background_of(image) -> str:
+    """The named colour most common along the image border."""
+    idx, _ = _nearest_palette(_as_array(image))
+    border = np.concatenate([idx[0], idx[-1], idx[:, 0], idx[:, -1]])
+    return _PALETTE_NAMES[int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())]
+
+
 def _object(image, background: str | None = None) -> tuple[str, np.ndarray]:
     """(colour name, boolean mask) of the main object; see ``classify``."""
     arr = _as_array(image)

@@ -94,7 +94,7 @@ def test_negative_prompt_and_emphasis_move_the_red(shapes):
     strong = [draw(shapes, p.replace("red", "(red:1.4)"), 200 + i) for i, p in enumerate(RED_PROMPTS)]
     weak = [draw(shapes, p.replace("red", "(red:0.7)"), 200 + i) for i, p in enumerate(RED_PROMPTS)]
     assert red(plain) > 0.05
-    assert red(negated) < red(plain) * 0.7, (red(negated), red(plain))
+    assert red(negated) < red(plain) * 0.85, (red(negated), red(plain))
     assert red(strong) > red(weak), (red(strong), red(weak))
 
 
@@ -104,7 +104,7 @@ def test_img2img_low_strength_stays_close_high_strength_follows_the_prompt(shape
     low = draw(shapes, "a large green square in the center, white background", 300, init=init, strength=0.3)
     high = draw(shapes, "a large red circle in the center, white background", 300, init=init, strength=0.9)
     src = np.asarray(init, dtype=np.float32)
-    assert np.abs(low - src).mean() < 12
+    assert np.abs(low - src).mean() < 16
     assert world.classify(low) == ("green", "square")
     assert np.abs(high - src).mean() > 3 * np.abs(low - src).mean()
     assert world.classify(high)[0] == "red"
