@@ -115,10 +115,16 @@ def wait_info(page, needle, tab="txt2img"):
         arg=[f"{tab}_generation_info", needle])
 
 
-def wait_text(page, elem_id, needle):
-    page.wait_for_function(
-        "([id, needle]) => (document.getElementById(id) || {innerText: ''}).innerText.includes(needle)",
-        arg=[elem_id, needle])
+def wait_text(page, elem_id, needle, timeout=60000):
+    """Wait until the element's text contains `needle`; on timeout, fail showing the text it had."""
+    try:
+        page.wait_for_function(
+            "([id, needle]) => (document.getElementById(id) || {innerText: ''}).innerText.includes(needle)",
+            arg=[elem_id, needle], timeout=timeout)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError; say what was there instead
+        el = page.locator(f"#{elem_id}")
+        shown = el.inner_text() if el.count() else "(no such element)"
+        raise AssertionError(f"#{elem_id} never showed {needle!r}; it shows {shown!r}") from None
 
 
 def outputs(data):
@@ -302,7 +308,11 @@ def test_settings_persist_across_restart(server, browser):
 
     page = open_page(browser, url)
     page.locator("#tab_settings-button").click()
+    box = page.locator("#setting_jpeg_quality input[type=number]")
+    box.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#setting_jpeg_quality input[type=number]').value === '80'")
     set_number(page, "setting_jpeg_quality", 55)
+    page.wait_for_function("() => document.querySelector('#setting_jpeg_quality input[type=number]').value === '55'")
     page.locator("#settings_submit").click()
     wait_text(page, "settings_result", "1 setting changed: Quality for saved jpeg and webp images.")
     screenshot(page, "settings")
