@@ -8,21 +8,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from modules.paths import ROOT
+from tests.browser_support import CHROMIUM, chromium, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
 OUT = ROOT / "test-output"
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
     pytest.skip("no /usr/bin/chromium (apt-get install chromium fonts-noto-cjk)", allow_module_level=True)
 
@@ -49,16 +43,8 @@ VISIBLE_TEXTS_JS = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    import uvicorn
-
     import webui
     from modules import cmd_args, localization
     from modules.app import App
@@ -74,25 +60,14 @@ def server_url(tmp_path_factory):
     server = webui.create_server(core)
     if not any(getattr(r, "path", "") == "/localization/current.json" for r in server.router.routes):
         localization.register(server, core)
-    port = _free_port()
-    userver = uvicorn.Server(uvicorn.Config(server, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=userver.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not userver.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", core
-    userver.should_exit = True
-    thread.join(timeout=10)
+    with serve(server) as url:
+        yield url, core
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_sync.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

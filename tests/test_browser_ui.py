@@ -8,37 +8,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from modules.paths import ROOT
+from tests.browser_support import CHROMIUM, chromium, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
 OUT = ROOT / "test-output"
 TIMEOUT_MS = 60_000
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
     pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     import webui
     from modules import cmd_args
     from modules.app import App
@@ -49,27 +36,15 @@ def server(tmp_path_factory):
     core = App(cmd_args.parse_args(["--data-dir", str(data), "--skip-install"]))
     core.refresh_models()
     core.load_model()
-    port = _free_port()
-    userver = uvicorn.Server(uvicorn.Config(webui.create_server(core), host="127.0.0.1", port=port,
-                                            log_level="warning"))
-    thread = threading.Thread(target=userver.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not userver.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert userver.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}/", core, data
-    userver.should_exit = True
-    thread.join(10)
+    with serve(webui.create_server(core)) as url:
+        yield url, core, data
     core.queue.stop()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def open_page(browser, url):

@@ -1,0 +1,51 @@
+"""What the browser test files share (not a test module): Debian's chromium with the project's flags,
+and the real server run in a thread on a free port."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(asgi_app, start_timeout: float = 60):
+    """Run `asgi_app` (webui.create_server's result) with uvicorn in a daemon thread; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    userver = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=userver.run, daemon=True)
+    thread.start()
+    deadline = time.time() + start_timeout
+    while not userver.started:
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        userver.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
