@@ -173,10 +173,14 @@ class Theirs:
         return {"seconds": time.perf_counter() - t, "its": clock.its, "peak": peak_mib(self.device), "image": img}
 
 
-def median_runs(runner, repeats):
-    runs = [runner.run() for _ in range(repeats)]
+def summarise(runs) -> dict:
+    """Median seconds and it/s of several runs, their highest peak memory (None on the CPU), the last run."""
     return {"seconds": statistics.median(r["seconds"] for r in runs), "its": statistics.median(r["its"] for r in runs),
             "peak": max((r["peak"] or 0) for r in runs) if runs[0]["peak"] is not None else None, "last": runs[-1]}
+
+
+def median_runs(runner, repeats):
+    return summarise([runner.run() for _ in range(repeats)])
 
 
 def psnr(a, b) -> float:
@@ -222,10 +226,7 @@ def bench_model(arch, size, steps, device, dtype, repeats, *, tiny=False, memory
     for _ in range(repeats):
         o_runs.append(ours.run())
         t_runs.append(theirs.run())
-    o = {"seconds": statistics.median(r["seconds"] for r in o_runs), "its": statistics.median(r["its"] for r in o_runs),
-         "peak": o_runs[-1]["peak"]}
-    th = {"seconds": statistics.median(r["seconds"] for r in t_runs), "its": statistics.median(r["its"] for r in t_runs),
-          "peak": t_runs[-1]["peak"]}
+    o, th = summarise(o_runs), summarise(t_runs)
     line("this program", o, f"  {'; '.join(o_runs[-1]['warnings'])}")
     line("diffusers pipeline (SDPA)", th)
     print(f"  ratio ours/diffusers: {o['its'] / th['its']:.3f} in it/s, {th['seconds'] / o['seconds']:.3f} in "
