@@ -65,7 +65,15 @@ class App:
 
     def load_model(self, title: str | None = None, vae: str | None = None) -> sd_models.LoadedModel:
         self.ensure_listed()
-        loaded = self.models.load(title or self.selected_checkpoint(), vae or self.opts.get("sd_vae"))
+        with self.models.lock:
+            loaded = self.models.load(title or self.selected_checkpoint(), vae or self.opts.get("sd_vae"))
+            if self.opts.get("live_previews_enable"):
+                # the preview map is fitted here, where the models are used one at a time (a job loads
+                # through here too); the thread that serves previews during sampling only reads it
+                from modules import previews
+                comps = loaded.components
+                previews.fit_linear_map(comps.vae, loaded.spec.scaling_factor,
+                                        device=getattr(comps, "execution_device", None))
         self.model_error = None
         return loaded
 

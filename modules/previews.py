@@ -5,6 +5,14 @@ least squares on the model's own VAE: a few flat-colour images are encoded and
 the latent means are regressed onto their colours.  That works for SD 1.x,
 SD 2.x, SDXL and the small shipped model alike, costs one tiny encode per model,
 and turns a latent into a preview with one matrix product (no VAE decode).
+
+The fit runs the VAE, so it happens where the models are used one at a time: the
+app fits the map when it loads a model, for a job or a switch (`fit_linear_map`,
+under the model lock).  The thread that asks for previews while a job samples only
+reads the fitted map (`approx_preview`).  Running the VAE from that thread would
+race the job: under --medvram the VAE's offload hook would send the UNet back to
+the CPU in the middle of sampling, and under --lowvram the VAE's weights are not
+even on a device outside its own forward pass.
 """
 from __future__ import annotations
 
@@ -21,8 +29,11 @@ _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def fit_linear_map(vae, scaling_factor: float) -> torch.Tensor:
-    """(C+1, 3) matrix mapping [latent channels, 1] -> RGB in [-1, 1]."""
+def fit_linear_map(vae, scaling_factor: float, device: torch.device | None = None) -> torch.Tensor:
+    """(C+1, 3) matrix mapping [latent channels, 1] -> RGB in [-1, 1]; fitted once per VAE.
+
+    `device`: where the VAE computes (the components' execution device; with offload hooks the VAE's
+    own parameters may sit on the CPU or on the meta device)."""
     with _lock:
         cached = _cache.get(vae)
         if cached is not None:
@@ -31,7 +42,8 @@ def fit_linear_map(vae, scaling_factor: float) -> torch.Tensor:
         imgs = torch.tensor(_COLOURS, dtype=torch.float32)[:, :, None, None] / 127.5 - 1.0
         imgs = imgs.expand(-1, -1, size, size).contiguous()
         with torch.inference_mode():
-            lat = vae.encode(imgs.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu() * scaling_factor
+            x = imgs.to(device or vae.device, vae.dtype)
+            lat = vae.encode(x).latent_dist.mode().float().cpu() * scaling_factor
         centre = lat[:, :, 2:-2, 2:-2].mean(dim=(2, 3))                       # (N, C)
         x = torch.cat([centre, torch.ones(len(_COLOURS), 1)], dim=1)           # (N, C+1)
         y = imgs[:, :, 0, 0]                                                    # (N, 3)
@@ -40,8 +52,17 @@ def fit_linear_map(vae, scaling_factor: float) -> torch.Tensor:
         return w
 
 
-def approx_preview(latents: torch.Tensor, vae, scaling_factor: float, index: int = 0) -> Image.Image:
-    w = fit_linear_map(vae, scaling_factor)
+def fitted_map(vae) -> torch.Tensor | None:
+    with _lock:
+        return _cache.get(vae)
+
+
+def approx_preview(latents: torch.Tensor, vae, scaling_factor: float, index: int = 0) -> Image.Image | None:
+    """The preview of `latents[index]`, or None when this VAE's map has not been fitted yet (the preview
+    thread never runs the VAE itself)."""
+    w = fitted_map(vae)
+    if w is None:
+        return None
     z = latents[index].detach().float().cpu()                                   # (C, h, w)
     c, h, wd = z.shape
     flat = torch.cat([z.reshape(c, -1).T, torch.ones(h * wd, 1)], dim=1)      # (h*w, C+1)

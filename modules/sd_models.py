@@ -385,9 +385,14 @@ def place_components(comps, pol: DevicePolicy) -> None:
     elif pol.offload == "medvram":
         from accelerate import cpu_offload_with_hook
 
-        hook = None
+        hooks = []
         for _, m in models:
-            _, hook = cpu_offload_with_hook(m, execution_device=pol.device, prev_module_hook=hook)
+            _, hook = cpu_offload_with_hook(m, execution_device=pol.device,
+                                            prev_module_hook=hooks[-1] if hooks else None)
+            hooks.append(hook)
+        # a ring: the text encoder, first in a job, sends the VAE (last in the job before) back to the CPU,
+        # so one model at a time sits on the GPU, between jobs too
+        hooks[0].hook.prev_module_hook = hooks[-1]
     else:  # lowvram
         from accelerate import cpu_offload
 

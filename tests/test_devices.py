@@ -152,3 +152,80 @@ def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(res.images) == 1
+
+
+def load_tiny(tmp_path, offload: str):
+    ck = tmp_path / "models" / "Stable-diffusion"
+    if not (ck / "tiny.safetensors").is_file():
+        write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
+    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float32,
+                                                         vae_dtype=torch.float32, offload=offload))
+    mm.refresh()
+    return mm.load("tiny")
+
+
+def test_medvram_hooks_form_a_ring(tmp_path):
+    """Under --medvram each model's hook sends the model used before it back to the CPU, and the text
+    encoder (first in a job) sends the VAE (last in the job before): one model on the GPU at a time."""
+    c = load_tiny(tmp_path, "medvram").components
+    prev = {name: getattr(c, name)._hf_hook.prev_module_hook.model for name in ("text_encoder", "unet", "vae")}
+    assert prev["text_encoder"] is c.vae and prev["unet"] is c.text_encoder and prev["vae"] is c.unet
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_medvram_keeps_one_model_on_the_gpu(tmp_path):
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=5)
+    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
+    mm = sd_models.ModelManager(p, devices.policy_from_args(cmd_args.parse_args(["--medvram"])))
+    mm.refresh()
+    c = mm.load("tiny").components
+    models = {"text_encoder": c.text_encoder, "unet": c.unet, "vae": c.vae}
+    seen = []
+
+    def record(name):
+        def hook(*_):
+            seen.append((name, sorted(n for n, m in models.items() if next(m.parameters()).is_cuda)))
+        return hook
+
+    for name, watched in (("text_encoder", c.text_encoder), ("unet", c.unet), ("vae", c.vae.decoder)):
+        watched.register_forward_hook(record(name))
+    req = processing.GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, seed=1,
+                                       sampler_name="Euler")
+    for _ in range(2):  # the second job starts with the VAE of the first on the GPU
+        processing.Processor(mm.loaded, Options().snapshot()).run(req)
+    assert seen and all(on_gpu == [name] for name, on_gpu in seen), seen
+
+
+@pytest.mark.parametrize("offload", ["medvram", "lowvram"])
+def test_preview_map_is_fitted_on_the_execution_device_under_offload(tmp_path, offload):
+    """The live-preview map is fitted in the job's thread on the components' execution device (under
+    --lowvram the VAE's own weights sit on the meta device); the preview thread only reads it."""
+    from modules import previews
+
+    plain = load_tiny(tmp_path / "plain", "none").components
+    expected = previews.fit_linear_map(plain.vae, plain.spec.scaling_factor)
+    c = load_tiny(tmp_path / offload, offload).components
+    lat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert previews.approx_preview(lat, c.vae, c.spec.scaling_factor) is None  # not fitted: no VAE run
+    got = previews.fit_linear_map(c.vae, c.spec.scaling_factor, device=c.execution_device)
+    assert torch.allclose(got, expected, atol=1e-5)
+    img = previews.approx_preview(lat, c.vae, c.spec.scaling_factor)
+    assert img.size == (64, 64)
+    assert np.array_equal(np.asarray(img), np.asarray(previews.approx_preview(lat, plain.vae, plain.spec.scaling_factor)))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_app_fits_the_preview_map_when_it_loads_a_model(tmp_path, enabled):
+    import json
+
+    from modules import previews
+    from modules.app import App
+
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=5)
+    (tmp_path / "config.json").write_text(json.dumps({"live_previews_enable": enabled}))
+    pol = devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32,
+                               offload="lowvram")
+    app = App(cmd_args.parse_args(["--data-dir", str(tmp_path)]), policy=pol)
+    loaded = app.load_model("tiny")
+    assert (previews.fitted_map(loaded.components.vae) is not None) == enabled
