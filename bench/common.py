@@ -49,29 +49,47 @@ def wait_http(url: str, timeout: float, proc=None) -> float | None:
 
 
 def random_components(arch: str, device="cpu", dtype=None, seed: int = 0):
-    """Full-size components of `arch` ("sd1", "sdxl", ...) with random weights (N(0, 0.02)): the same
-    cost as real weights, no download.  With tokenizers, ready for the engine or diffusers."""
+    """Full-size components of `arch` ("sd1", "sdxl", ...) with random weights: the same cost as real
+    weights, no download.  With tokenizers, ready for the engine or diffusers.
+
+    The weights are what a freshly built torch module holds (each layer's own `reset_parameters`:
+    fan-in scaled linear/conv weights, norms at weight 1 / bias 0), drawn under `seed`.  That keeps
+    activations at a realistic scale through the depth of the network, so the decoded image has real
+    contrast (a precision comparison on it means something) and no layer's output decays into
+    denormal floats (which would make the CPU timings meaningless)."""
     import torch
 
     from modules import model_formats
     spec = model_formats.spec_for_arch(arch)
     comps = model_formats.empty_components(spec, with_tokenizers=True)
-    g = torch.Generator(device=device).manual_seed(seed)
-    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        m = getattr(comps, name)
-        if m is None:
-            continue
-        m.to_empty(device=device)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, device=device) * 0.02)
-            for bname, b in m.named_buffers():
-                if "position_ids" in bname:
-                    b.copy_(torch.arange(b.shape[-1], device=device).expand_as(b))
-        if dtype is not None:
-            torch.nn.Module.to(m, dtype=dtype)
-        m.eval().requires_grad_(False)
+    devices_rng = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices_rng):
+        torch.manual_seed(seed)
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            m = getattr(comps, name)
+            if m is None:
+                continue
+            m.to_empty(device=device)
+            with torch.no_grad():
+                for mod in m.modules():
+                    reset = getattr(mod, "reset_parameters", None)
+                    if callable(reset) and any(True for _ in mod.parameters(recurse=False)):
+                        reset()
+                for pname, prm in m.named_parameters():  # parameters no layer resets (class/position embeddings)
+                    if not _reset_by_a_layer(m, pname):
+                        prm.copy_(torch.randn(prm.shape, device=device) * 0.02)
+                for bname, b in m.named_buffers():
+                    if "position_ids" in bname:
+                        b.copy_(torch.arange(b.shape[-1], device=device).expand_as(b))
+            if dtype is not None:
+                torch.nn.Module.to(m, dtype=dtype)
+            m.eval().requires_grad_(False)
     return comps
+
+
+def _reset_by_a_layer(model, param_name: str) -> bool:
+    owner = model.get_submodule(param_name.rpartition(".")[0]) if "." in param_name else model
+    return callable(getattr(owner, "reset_parameters", None))
 
 
 def full_size_sd15_file(path: Path) -> Path:
