@@ -29,13 +29,20 @@ def test_policy_half_on_cuda():
     assert pol.dtype == torch.float32
 
 
-def generate(tmp_path, offload: str):
+def load_tiny(tmp_path, offload: str = "none", dtype=torch.float32, vae_dtype=torch.float32):
+    """The tiny SD1 checkpoint (written once per folder) loaded under the given CPU policy."""
+    ck = tmp_path / "models" / "Stable-diffusion"
+    if not (ck / "tiny.safetensors").is_file():
+        write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
     p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
-    pol = devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32,
-                               offload=offload)
-    mm = sd_models.ModelManager(p, pol)
+    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=dtype,
+                                                         vae_dtype=vae_dtype, offload=offload))
     mm.refresh()
-    loaded = mm.load("tiny")
+    return mm.load("tiny")
+
+
+def generate(tmp_path, offload: str):
+    loaded = load_tiny(tmp_path, offload)
     req = processing.GenerationRequest(prompt="a red circle", steps=4, width=64, height=64, seed=11,
                                        sampler_name="Euler a")
     res = processing.Processor(loaded, Options().snapshot()).run(req)
@@ -45,8 +52,6 @@ def generate(tmp_path, offload: str):
 
 def test_offload_modes_give_the_same_image(tmp_path):
     """accelerate's offload hooks (--medvram / --lowvram), exercised with the CPU as execution device."""
-    ck = tmp_path / "models" / "Stable-diffusion"
-    write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
     plain = generate(tmp_path, "none")
     assert np.array_equal(generate(tmp_path, "medvram"), plain)
     assert np.array_equal(generate(tmp_path, "lowvram"), plain)
@@ -58,13 +63,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def generate_in(tmp_path, dtype, vae_dtype, seed=11):
-    ck = tmp_path / "models" / "Stable-diffusion"
-    if not (ck / "tiny.safetensors").is_file():
-        write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
-    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
-    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=dtype, vae_dtype=vae_dtype))
-    mm.refresh()
-    loaded = mm.load("tiny")
+    loaded = load_tiny(tmp_path, dtype=dtype, vae_dtype=vae_dtype)
     assert loaded.components.unet.dtype == dtype and loaded.components.vae.dtype == vae_dtype
     req = processing.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=seed,
                                        sampler_name="Euler a")
@@ -87,13 +86,7 @@ def test_half_vae_that_overflows_falls_back_to_float32(tmp_path, one_thread):
     """A VAE whose activations overflow float16 (A1111's black images) is retried in float32, says so,
     and stays in float32 for later jobs."""
     reference, _, _ = generate_in(tmp_path, torch.float16, torch.float32)
-    ck = tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors"
-    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
-    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float16,
-                                                         vae_dtype=torch.float16))
-    mm.refresh()
-    loaded = mm.load("tiny")
-    assert ck.is_file()
+    loaded = load_tiny(tmp_path, dtype=torch.float16, vae_dtype=torch.float16)
     conv = loaded.components.vae.decoder.conv_in
     with torch.no_grad():  # x1e5: far past float16's 65504, harmless in float32 (GroupNorm follows)
         conv.weight.mul_(1e5)
@@ -152,17 +145,6 @@ def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(res.images) == 1
-
-
-def load_tiny(tmp_path, offload: str):
-    ck = tmp_path / "models" / "Stable-diffusion"
-    if not (ck / "tiny.safetensors").is_file():
-        write_tiny_checkpoint(ck / "tiny.safetensors", "sd1", seed=5)
-    p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
-    mm = sd_models.ModelManager(p, devices.DevicePolicy(device=torch.device("cpu"), dtype=torch.float32,
-                                                         vae_dtype=torch.float32, offload=offload))
-    mm.refresh()
-    return mm.load("tiny")
 
 
 def test_medvram_hooks_form_a_ring(tmp_path):
@@ -229,3 +211,4 @@ def test_app_fits_the_preview_map_when_it_loads_a_model(tmp_path, enabled):
     app = App(cmd_args.parse_args(["--data-dir", str(tmp_path)]), policy=pol)
     loaded = app.load_model("tiny")
     assert (previews.fitted_map(loaded.components.vae) is not None) == enabled
+
