@@ -63,9 +63,11 @@ def approx_preview(latents: torch.Tensor, vae, scaling_factor: float, index: int
     w = fitted_map(vae)
     if w is None:
         return None
-    z = latents[index].detach().float().cpu()                                   # (C, h, w)
-    c, h, wd = z.shape
-    flat = torch.cat([z.reshape(c, -1).T, torch.ones(h * wd, 1)], dim=1)      # (h*w, C+1)
-    rgb = (flat @ w).reshape(h, wd, 3)
-    a = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return Image.fromarray(np.ascontiguousarray(a)).resize((wd * 8, h * 8), Image.NEAREST)
+    # numpy, not torch: torch's CPU kernels would start an OpenMP team in this (the preview) thread, and on
+    # a small CPU its workers compete with the sampling thread's own (measured: a tiny-model job of 0.17 s
+    # took 0.37 s with a torch matrix product every 0.1 s beside it, and 0.18 s with this einsum).
+    z = latents[index].detach().float().cpu().numpy()                          # (C, h, w)
+    w = w.numpy()
+    rgb = np.einsum("chw,ck->hwk", z, w[:-1]) + w[-1]                           # (h, w, 3), no BLAS threads
+    a = np.rint((np.clip(rgb, -1, 1) + 1) * 127.5).astype(np.uint8)
+    return Image.fromarray(a).resize((a.shape[1] * 8, a.shape[0] * 8), Image.NEAREST)

@@ -212,3 +212,25 @@ def test_app_fits_the_preview_map_when_it_loads_a_model(tmp_path, enabled):
     loaded = app.load_model("tiny")
     assert (previews.fitted_map(loaded.components.vae) is not None) == enabled
 
+
+def test_preview_is_the_fitted_map_and_runs_no_torch_kernel(tmp_path):
+    """A preview is the fitted linear map applied to each latent pixel (clamped, rounded, 8x nearest), and
+    computing it runs no torch kernel: torch's CPU kernels would start an OpenMP team in the preview thread
+    that competes with sampling for the cores (bench/device_speed.py measures the cost)."""
+    from modules import previews
+
+    c = load_tiny(tmp_path).components
+    w = previews.fit_linear_map(c.vae, c.spec.scaling_factor)
+    lat = torch.randn(2, 4, 6, 10, generator=torch.Generator().manual_seed(3)) * 0.2
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        img = previews.approx_preview(lat, c.vae, c.spec.scaling_factor, index=1)
+    ran = {e.name for e in prof.events()}
+    views = {"aten::select", "aten::detach", "detach", "aten::as_strided", "aten::to", "aten::resolve_conj",
+             "aten::resolve_neg", "aten::lift_fresh"}  # views and no-op casts of the float32 CPU latents
+    assert ran <= views, ran - views
+    flat = torch.cat([lat[1].reshape(4, -1).T, torch.ones(60, 1)], dim=1)
+    ref = ((flat @ w).clamp(-1, 1) + 1).mul(127.5).round().to(torch.uint8).reshape(6, 10, 3).numpy()
+    got = np.asarray(img)
+    assert got.shape == (48, 80, 3)
+    assert np.array_equal(got[::8, ::8], ref) and np.array_equal(got[7::8, 7::8], ref)
+    assert len(np.unique(ref.reshape(-1, 3), axis=0)) > 10  # a picture of the latents, not one flat colour
