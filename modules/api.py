@@ -473,8 +473,6 @@ _INFOTEXT_FIELDS = {
     "Hires resize-2": ("hr_resize_y", int), "Hires prompt": ("hr_prompt", str),
     "Hires negative prompt": ("hr_negative_prompt", str), "Mask blur": ("mask_blur", int),
 }
-_INFOTEXT_SETTINGS = {"Clip skip": "CLIP_stop_at_last_layers", "ENSD": "eta_noise_seed_delta",
-                      "Eta DDIM": "eta_ddim", "Eta": "eta_ancestral"}
 
 
 class SdApi:
@@ -697,7 +695,7 @@ class SdApi:
                 and "enable_hr" not in set_fields:
             values["enable_hr"] = True
         ov = dict(values.get("override_settings") or {})
-        for key, setting in _INFOTEXT_SETTINGS.items():
+        for key, setting in infotext.SETTING_KEYS.items():
             if key in params and setting not in ov:
                 ov[setting] = params[key]
         if ov:
@@ -782,8 +780,11 @@ class SdApi:
             fmt = opts.get("samples_format", "png")
             quality = opts.get("jpeg_quality", 80)
             keep_info = opts.get("enable_pnginfo", True)
+            pics, texts = list(res.images), list(res.infotexts)
+            if res.grid_first:  # "Show grid in gallery" (A1111's return_grid): the grid comes first
+                pics, texts = [res.grid, *pics], [texts[0], *texts]
             images_out = [encode_image(im, text if keep_info else None, fmt, quality)
-                          for im, text in zip(res.images, res.infotexts)] if body.send_images else []
+                          for im, text in zip(pics, texts)] if body.send_images else []
             if persist and job.status == "done":
                 ckpt = persist.pop("sd_model_checkpoint", None)
                 if persist:

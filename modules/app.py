@@ -171,20 +171,18 @@ class App:
 
     def save_output(self, image, infotext: str, seed: int, prompt: str, req: processing.GenerationRequest,
                     opts: dict, grid: bool = False) -> Path:
+        txt = infotext if opts.get("save_txt") else None  # a .txt of the parameters beside the file
         if grid:
             key = "outdir_img2img_grids" if req.is_img2img else "outdir_txt2img_grids"
             outdir = opts.get(key)
             return images.save_image(
                 image, self._abs(outdir), "grid", pattern="[seed]", seed=seed, prompt=prompt, infotext=infotext,
                 extension=opts.get("grid_format", "png"), dir_pattern=opts.get("directories_filename_pattern") or "[date]",
-                jpeg_quality=int(opts.get("jpeg_quality", 80)), number=True)
+                jpeg_quality=int(opts.get("jpeg_quality", 80)), number=True, txt=txt)
         key = "outdir_img2img_samples" if req.is_img2img else "outdir_txt2img_samples"
-        outdir = opts.get("outdir_samples") or opts.get(key)
-        outdir = Path(outdir)
-        if not outdir.is_absolute():
-            outdir = self.paths.data_dir / outdir
+        outdir = self._abs(opts.get("outdir_samples") or opts.get(key))
         return images.save_image(
-            image, outdir, pattern=opts.get("samples_filename_pattern") or "[seed]-[prompt_spaces]",
+            image, outdir, txt=txt, pattern=opts.get("samples_filename_pattern") or "[seed]-[prompt_spaces]",
             seed=seed, prompt=prompt, infotext=infotext if opts.get("enable_pnginfo", True) else None,
             extension=opts.get("samples_format", "png"), dir_pattern=opts.get("directories_filename_pattern") or "[date]",
             jpeg_quality=int(opts.get("jpeg_quality", 80)), number=bool(opts.get("save_images_add_number", True)))

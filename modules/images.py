@@ -436,6 +436,7 @@ def save_image(
     webp_lossless: bool = False,
     max_prompt_words: int = 8,
     now: _dt.datetime | None = None,
+    txt: str | None = None,
 ) -> Path:
     """Save ``image`` the way A1111 names and writes it; returns the final path.
 
@@ -445,6 +446,8 @@ def save_image(
     name would otherwise be empty).  ``basename`` (e.g. "grid") prefixes the
     number as ``grid-NNNN``.  ``params`` feeds tags like [steps] [cfg]
     [sampler] [model_name] [model_hash] (see :class:`FilenameGenerator`).
+    ``txt``: text for a sidecar ``.txt`` file of the same name (A1111's "Create a text file next to
+    every image with generation parameters"), written after the image.
     """
     extension = extension.lower().lstrip(".")
     if (extension in ("jpg", "jpeg") and max(image.size) > 65535) or (extension == "webp" and max(image.size) > 16383):
@@ -500,6 +503,12 @@ def save_image(
         except OSError:
             pass
         raise
+    if txt is not None:
+        txt_path = os.path.splitext(fullfn)[0] + ".txt"
+        tmp = os.path.join(path, f".tmp-{os.getpid()}-{uuid.uuid4().hex}.txt")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(f"{txt}\n")
+        os.replace(tmp, txt_path)
     return Path(fullfn)
 
 

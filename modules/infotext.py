@@ -45,6 +45,11 @@ __all__ = [
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 
+# Infotext keys that stand for settings rather than request fields (A1111's infotext-to-setting mapping):
+# pasting an infotext (UI, or the API's `infotext` field) turns them into override_settings.
+SETTING_KEYS = {"Clip skip": "CLIP_stop_at_last_layers", "ENSD": "eta_noise_seed_delta", "RNG": "randn_source",
+                "Emphasis": "emphasis", "Eta DDIM": "eta_ddim"}
+
 
 # --------------------------------------------------------------------------------------
 # writing

@@ -40,7 +40,6 @@ SECTIONS = {
     "sampler-params": "Sampler parameters",
     "ui": "User interface",
     "live-preview": "Live previews",
-    "system": "System",
 }
 
 
@@ -68,7 +67,6 @@ def _declare() -> list[OptionInfo]:
         o("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths",
           "Relative paths are inside the data folder."),
         o("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images", "saving-paths", ""),
-        o("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab", "saving-paths", ""),
         o("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", "saving-paths", ""),
         o("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", "saving-paths", ""),
         o("outdir_save", "log/images", "Directory for saving images using the Save button", "saving-paths", ""),
@@ -92,18 +90,18 @@ def _declare() -> list[OptionInfo]:
         o("initial_noise_multiplier", 1.0, "Noise multiplier for img2img", "sd", "", minimum=0.0, maximum=1.5, step=0.001),
         o("img2img_fix_steps", False, "With img2img, do exactly the amount of steps the slider specifies", "sd",
           "Normally img2img does steps x denoising strength steps."),
-        o("upcast_attn", False, "Upcast cross attention layer to float32", "sd", ""),
         o("compile_unet", False, "Compile the UNet with torch.compile", "sd",
           "Faster sampling on CUDA after a slow first generation.", restart=True),
         # sampler params
-        o("eta_ancestral", 1.0, "Eta for ancestral samplers", "sampler-params",
-          "Noise multiplier for ancestral samplers (Euler a, DPM2 a, ...).", minimum=0.0, maximum=1.0, step=0.01),
         o("eta_ddim", 0.0, "Eta for DDIM", "sampler-params", "Noise multiplier for DDIM; 0 is deterministic.",
           minimum=0.0, maximum=1.0, step=0.01),
         o("randn_source", "CPU", "Random number generator source", "sampler-params",
-          "CPU draws noise on the CPU so a seed gives the same picture on any device.", choices=("CPU", "GPU")),
+          "CPU: a seed gives the same picture on any device. GPU: noise is drawn on the device the job runs on "
+          "(no copy from the host at each step of ancestral and SDE samplers; pictures differ between devices).",
+          choices=("CPU", "GPU")),
         o("eta_noise_seed_delta", 0, "Eta noise seed delta (ENSD)", "sampler-params",
-          "Added to the seed for the noise of ancestral samplers.", minimum=0, step=1),
+          "Added to the seed for the noise that ancestral and SDE samplers draw after the initial noise "
+          "(A1111's ENSD; 0 = off).", minimum=0, step=1),
         # ui
         o("localization", "None", "Localization", "ui", "Language of the interface (files in localizations/).",
           restart=False),
@@ -115,11 +113,6 @@ def _declare() -> list[OptionInfo]:
         o("live_previews_enable", True, "Show live previews of the created image", "live-preview", ""),
         o("show_progress_every_n_steps", 5, "Live preview display period", "live-preview",
           "In sampling steps; -1 shows only the final image.", minimum=-1, maximum=32, step=1),
-        o("show_progress_type", "Approx cheap", "Live preview method", "live-preview",
-          "Approx cheap: a linear map of the latents, nearly free. Full: decode with the VAE.",
-          choices=("Approx cheap", "Full")),
-        # system
-        o("queue_size_hint", 64, "Maximum queued jobs", "system", "Set with --queue-size at start.", hidden=True),
     ]
 
 

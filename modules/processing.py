@@ -106,6 +106,10 @@ class GenerationRequest:
         return self.mode == "img2img"
 
 
+class NansError(RuntimeError):
+    """The UNet's output overflowed half precision: no picture, and a way out in the message."""
+
+
 @dataclass
 class GenerationResult:
     images: list[Image.Image]
@@ -117,6 +121,7 @@ class GenerationResult:
     saved_files: list[str] = field(default_factory=list)
     grid: Image.Image | None = None
     grid_file: str | None = None
+    grid_first: bool = False  # the "Show grid in gallery" setting: results (UI gallery, API images) lead with the grid
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -380,6 +385,9 @@ class Processor:
                 latents = (1 - mask) * proper + mask * latents
             ctl.step = min(ctl.step + 1, ctl.total_steps)
             ctl.report(latents)
+        if self.dtype != torch.float32 and torch.isnan(latents).any():  # once, after the loop
+            raise NansError("the UNet produced NaNs in half precision (the picture would be black); "
+                            "start with --no-half (or --precision full) to run it in float32")
         return latents
 
     def _unet_groups(self, x, t, conds, negative_flags, B, size, is_xl) -> list[torch.Tensor]:
@@ -482,8 +490,7 @@ class Processor:
         B = len(seeds)
         lat_c = self.c.vae.config.latent_channels
         h8, w8 = req.height // 8, req.width // 8
-        image_rng = rng.ImageRNG((lat_c, h8, w8), seeds, subseeds, req.subseed_strength,
-                                 req.seed_resize_from_h, req.seed_resize_from_w)
+        image_rng = self.image_rng((lat_c, h8, w8), req, seeds, subseeds)
         cond_sched = self.schedules(prompt, req.steps)
         uncond_sched = self.schedules(negative, req.steps)[0][1]
         if req.is_img2img:
@@ -500,6 +507,12 @@ class Processor:
         if req.enable_hr and not self.control.interrupted:
             latents = self._hires(req, latents, prompt, negative, seeds, subseeds, clip_skip)
         return latents, None
+
+    def image_rng(self, shape, req: GenerationRequest, seeds: list[int], subseeds: list[int]) -> rng.ImageRNG:
+        """The batch's noise generators, on the CPU or the job's device as the RNG-source setting says."""
+        device = self.device if self.opts.get("randn_source", "CPU") == "GPU" else "cpu"
+        return rng.ImageRNG(shape, seeds, subseeds, req.subseed_strength, req.seed_resize_from_h,
+                            req.seed_resize_from_w, device=device, ensd=int(self.opts.get("eta_noise_seed_delta", 0)))
 
     def _txt2img_inpaint_cond(self, B: int, height: int, width: int):
         """An inpainting (9-channel) model used without a mask: everything is masked, the image is gray."""
@@ -524,15 +537,15 @@ class Processor:
             imgs = [im.resize((tw, th), resample) for im in imgs]
             latents = self.encode(torch.cat([pil_to_tensor(im) for im in imgs]))
         latents = latents.to(self.device)
-        image_rng = rng.ImageRNG((latents.shape[1], th // 8, tw // 8), seeds, subseeds, req.subseed_strength,
-                                 req.seed_resize_from_h, req.seed_resize_from_w)
+        image_rng = self.image_rng((latents.shape[1], th // 8, tw // 8), req, seeds, subseeds)
         # a separate hires prompt: its <lora:...> tags are removed (the first pass's networks stay applied)
         hr_prompt = prompt_parser.parse_extra_networks(req.hr_prompt)[0] if req.hr_prompt else prompt
         hr_neg = prompt_parser.parse_extra_networks(req.hr_negative_prompt)[0] if req.hr_negative_prompt else negative
         cond_sched = self.schedules(hr_prompt, req.steps, steps)
         uncond_sched = self.schedules(hr_neg, req.steps, steps)[0][1]
         scheduler = self.make_scheduler(req)
-        timesteps, n = img2img_timesteps(scheduler, steps, req.denoising_strength, self.device)
+        timesteps, n = img2img_timesteps(scheduler, steps, req.denoising_strength, self.device,
+                                         exact=self.hires_exact(req))
         noise = image_rng.first().to(self.device)
         if len(timesteps) == 0:
             return latents
@@ -575,7 +588,8 @@ class Processor:
         image_t = torch.cat([pil_to_tensor(im) for im in imgs])
         image_latents = self.encode(image_t).to(self.device)
         scheduler = self.make_scheduler(req)
-        timesteps, n = img2img_timesteps(scheduler, req.steps, req.denoising_strength, self.device)
+        timesteps, n = img2img_timesteps(scheduler, req.steps, req.denoising_strength, self.device,
+                                         exact=bool(self.opts.get("img2img_fix_steps")))
         noise = image_rng.first().to(self.device)
         h8, w8 = req.height // 8, req.width // 8
         inpaint = None
@@ -695,6 +709,7 @@ class Processor:
             from modules import images as images_mod
 
             result.grid = images_mod.image_grid(images_out, batch_size=req.batch_size)
+            result.grid_first = bool(opts.get("return_grid", True))
             if save is not None and req.save_images and not req.do_not_save_grid and opts.get("grid_save", True):
                 grid_text = infotexts[0] if infotexts else None
                 result.grid_file = str(save(result.grid, grid_text, result.seeds[0], prompt, req, opts, grid=True))
@@ -719,11 +734,17 @@ class Processor:
         sch.set_timesteps(req.steps)
         n = len(sch.timesteps)
         if req.is_img2img:
-            n = len(img2img_timesteps(self.make_scheduler(req), req.steps, req.denoising_strength, "cpu")[0])
+            n = len(img2img_timesteps(self.make_scheduler(req), req.steps, req.denoising_strength, "cpu",
+                                      exact=bool(self.opts.get("img2img_fix_steps")))[0])
         if req.enable_hr:
             steps = req.hr_second_pass_steps or req.steps
-            n += len(img2img_timesteps(self.make_scheduler(req), steps, req.denoising_strength, "cpu")[0])
+            n += len(img2img_timesteps(self.make_scheduler(req), steps, req.denoising_strength, "cpu",
+                                       exact=self.hires_exact(req))[0])
         return max(n, 1)
+
+    def hires_exact(self, req: GenerationRequest) -> bool:
+        """A1111 runs exactly the hires steps asked for (or, with img2img_fix_steps, exactly `steps`)."""
+        return bool(req.hr_second_pass_steps) or bool(self.opts.get("img2img_fix_steps"))
 
     def infotext(self, req, prompt, negative, seed, subseed, clip_skip, size) -> str:
         from modules import infotext
@@ -740,15 +761,14 @@ class Processor:
                      "hires_prompt": req.hr_prompt if req.hr_prompt and req.hr_prompt != req.prompt else None,
                      "hires_negative_prompt": req.hr_negative_prompt
                      if req.hr_negative_prompt and req.hr_negative_prompt != req.negative_prompt else None}
-        extra = {}
+        # "Emphasis" (a non-default mode that met brackets) and "TI hashes" (embeddings this job used)
+        cond_params = self.conditioner(clip_skip).infotext_params([prompt, negative])
+        extra = {"Emphasis": cond_params.get("Emphasis")}
         if req.is_img2img and req.mask is not None:
             extra["Mask blur"] = req.mask_blur
-        # [extra networks] Lora hashes, TI hashes (embeddings this job used), VAE hash
+        # [extra networks] Lora hashes, VAE hash
         active = getattr(self, "_active_networks", None)
         lora_hashes = active.hashes if active is not None else None
-        cond = self.conditioner(clip_skip)
-        ti_hashes = {n: cond.embeddings[n].shorthash for n in sorted(cond.used_embeddings)
-                     if n in cond.embeddings and cond.embeddings[n].shorthash}
         if "_vae_hash" not in self.__dict__:
             library = getattr(self, "extra_networks", None)
             self._vae_hash = library.vae_shorthash(self.loaded.vae_name) if library is not None else None
@@ -757,13 +777,14 @@ class Processor:
             cfg_scale=req.cfg_scale, seed=seed, width=req.width, height=req.height,
             model_hash=info.shorthash, model=info.model_name,
             vae=self.loaded.vae_name if self.loaded.vae_name != "None" else None, vae_hash=self._vae_hash,
-            lora_hashes=lora_hashes or None, ti_hashes=ti_hashes or None,
+            lora_hashes=lora_hashes or None, ti_hashes=cond_params.get("TI hashes"),
             variation_seed=subseed if req.subseed_strength else None,
             variation_seed_strength=req.subseed_strength or None,
             seed_resize_from=(req.seed_resize_from_w, req.seed_resize_from_h)
             if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None,
             denoising_strength=req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
-            clip_skip=clip_skip, tiling=req.tiling, extra=extra, version=VERSION, **hires)
+            clip_skip=clip_skip, ensd=int(self.opts.get("eta_noise_seed_delta", 0)) or None,
+            rng=self.opts.get("randn_source", "CPU"), tiling=req.tiling, extra=extra, version=VERSION, **hires)
         return infotext.create_infotext(prompt, negative, params)
 
     def info_json(self, req, prompt, negative, result, clip_skip) -> dict:
@@ -795,8 +816,9 @@ class Processor:
             "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
             "extra_generation_params": {},
-            "index_of_first_image": 0,
-            "infotexts": result.infotexts,
+            "index_of_first_image": 1 if result.grid_first else 0,
+            # A1111 lists the grid's infotext (the first image's) first when the grid leads the images
+            "infotexts": ([result.infotexts[0]] if result.grid_first else []) + result.infotexts,
             "styles": list(req.styles),
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
             "clip_skip": clip_skip,
@@ -855,11 +877,18 @@ def hires_target(req: GenerationRequest) -> tuple[int, int]:
     return w // 8 * 8, h // 8 * 8
 
 
-def img2img_timesteps(scheduler, steps: int, strength: float, device):
-    """diffusers' img2img rule: run the last int(steps*strength) steps of a `steps`-step schedule."""
+def img2img_timesteps(scheduler, steps: int, strength: float, device, exact: bool = False):
+    """The denoising part of a schedule, as (timesteps, steps run).
+
+    Normally (diffusers' and A1111's rule) the last int(steps*strength) steps of a `steps`-step schedule.
+    `exact` (A1111's "With img2img, do exactly the amount of steps the slider specifies", and its hires
+    pass with explicit hires steps): the last `steps` steps of an int(steps/strength)-step schedule."""
+    if exact and strength > 0:
+        total = int(steps / min(strength, 0.999))
+        t_start, steps = total - steps, total
+    else:
+        t_start = max(steps - min(int(steps * strength), steps), 0)
     scheduler.set_timesteps(steps, device=device)
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
     timesteps = scheduler.timesteps[t_start * scheduler.order:]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(t_start * scheduler.order)

@@ -1,9 +1,15 @@
 """Seeds and initial noise, A1111-compatible.
 
-Noise is drawn on the CPU by default (A1111's "RNG source: CPU"), one
-generator per image seeded with that image's seed, so a seed gives the same
-picture on any device and any batch size.  The same generators then feed the
-noise of ancestral/SDE samplers.
+One generator per image, seeded with that image's seed, so a seed gives the same
+picture at any batch size.  The generators live on the CPU by default (the
+setting "Random number generator source": CPU), which also gives the same
+picture on any device; "GPU" puts them on the device the job runs on, where
+ancestral and SDE samplers then draw their per-step noise without a copy from
+the host (and a wait for the GPU) at every step.
+
+The same generators feed the noise of ancestral/SDE samplers after the initial
+noise; with an "Eta noise seed delta" (ENSD) they are first re-seeded with
+seed + ENSD, as A1111 does for its sampler noise.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ class ImageRNG:
     """Per-image generators for a batch: first draw = initial noise, later draws = sampler noise."""
 
     def __init__(self, shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0,
-                 device="cpu"):
+                 device="cpu", ensd: int = 0):
         self.shape = tuple(shape)  # (C, H, W) of one latent
         self.seeds = list(seeds)
         self.subseeds = list(subseeds) if subseeds is not None else [0] * len(self.seeds)
@@ -45,6 +51,7 @@ class ImageRNG:
         self.seed_resize_from_h = int(seed_resize_from_h or 0)
         self.seed_resize_from_w = int(seed_resize_from_w or 0)
         self.device = torch.device(device)
+        self.ensd = int(ensd or 0)
         self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in self.seeds]
 
     def first(self) -> torch.Tensor:
@@ -65,6 +72,9 @@ class ImageRNG:
                                    device=self.device)
                 noise = _paste_center(base, noise)
             xs.append(noise)
+        if self.ensd:
+            for gen, seed in zip(self.generators, self.seeds):
+                gen.manual_seed(int(seed) + self.ensd)
         return torch.stack(xs)
 
     def next(self) -> torch.Tensor:

@@ -97,19 +97,21 @@ def test_txt2img_shape_seeds_and_infotext(env):
     body, info = txt2img(client, prompt="a red cube", negative_prompt="blurry", seed=1234, batch_size=2,
                          sampler_name="Euler a", override_settings={"sd_model_checkpoint": titles[0]})
     assert set(body) == {"images", "parameters", "info"}
-    assert len(body["images"]) == 2
-    pics = [decode(s) for s in body["images"]]
+    assert len(body["images"]) == 3  # A1111's default "Show grid in gallery": the grid, then the batch
+    grid, *pics = [decode(s) for s in body["images"]]
     assert [p.format for p in pics] == ["PNG", "PNG"] and [p.size for p in pics] == [(64, 64)] * 2
+    assert grid.size == (128, 64) and info["index_of_first_image"] == 1
     assert info["all_seeds"] == [1234, 1235] and info["seed"] == 1234
     assert info["all_prompts"] == ["a red cube"] * 2 and info["all_negative_prompts"] == ["blurry"] * 2
     assert info["sd_model_name"] == "tiny" and info["interrupted"] is False and info["warnings"] == []
-    assert len(info["infotexts"]) == 2
-    first = info["infotexts"][0]
+    assert len(info["infotexts"]) == 3  # one per returned image, the grid's (the first image's) first
+    first = info["infotexts"][1]
     assert first == ("a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, Schedule type: Uniform, "
                      f"CFG scale: 7, Seed: 1234, Size: 64x64, Model hash: {titles[0][-11:-1]}, Model: tiny, "
-                     f"Version: {processing.VERSION}")
-    assert "Seed: 1235" in info["infotexts"][1]
+                     f"RNG: CPU, Version: {processing.VERSION}")
+    assert info["infotexts"][0] == first and "Seed: 1235" in info["infotexts"][2]
     assert pics[0].info["parameters"] == first  # the PNG carries its infotext, as A1111's API images do
+    assert grid.info["parameters"] == first
     p = body["parameters"]
     assert p["seed"] == 1234 and p["batch_size"] == 2 and p["sampler_name"] == "Euler a"
     assert p["sampler_index"] == "Euler" and p["send_images"] is True and p["save_images"] is False
@@ -189,6 +191,8 @@ def test_override_settings_switch_model_and_clip_skip(env):
     assert info["sd_model_name"] == "tiny2" and info["clip_skip"] == 2
     assert f"Model hash: {titles[1][-11:-1]}, Model: tiny2" in info["infotexts"][0]
     assert "Clip skip: 2" in info["infotexts"][0]
+    _, info = txt2img(client, seed=5, override_settings={"eta_noise_seed_delta": 31337, "randn_source": "GPU"})
+    assert "ENSD: 31337" in info["infotexts"][0] and "RNG" not in info["infotexts"][0]
     # restored afterwards: the next plain request uses the selected model and clip skip again
     _, info = txt2img(client, seed=5)
     assert info["sd_model_name"] == "tiny" and info["clip_skip"] == 1

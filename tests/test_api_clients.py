@@ -66,23 +66,30 @@ def test_txt2img_img2img_png_info(served, api):
     s, _ = served
     r = api.txt2img(prompt="a lighthouse", negative_prompt="fog", seed=42, width=64, height=64, batch_size=2,
                     cfg_scale=5)
-    assert [im.size for im in r.images] == [(64, 64), (64, 64)]
+    # as from A1111 with its default "Show grid in gallery": the grid first, then the batch
+    assert [im.size for im in r.images] == [(128, 64), (64, 64), (64, 64)]
+    assert r.info["index_of_first_image"] == 1
     assert r.info["all_seeds"] == [42, 43] and r.info["seed"] == 42
     text = r.info["infotexts"][0]
     assert text.startswith("a lighthouse\nNegative prompt: fog\nSteps: 2, Sampler: Euler a, Schedule type: Uniform, "
                            "CFG scale: 5, Seed: 42, Size: 64x64, Model hash: ")
-    assert r.image.info["parameters"] == text
+    assert r.image.info["parameters"] == text and r.images[1].info["parameters"] == text
     assert r.parameters["prompt"] == "a lighthouse" and r.parameters["sampler_name"] == "Euler a"
+    no_grid = api.txt2img(prompt="a lighthouse", negative_prompt="fog", seed=42, width=64, height=64, batch_size=2,
+                          cfg_scale=5, override_settings={"return_grid": False})
+    assert [im.tobytes() for im in no_grid.images] == [im.tobytes() for im in r.images[1:]]
+    assert no_grid.info["index_of_first_image"] == 0
 
-    r2 = api.img2img(images=[r.image], prompt="a lighthouse at night", denoising_strength=0.5, seed=7, width=64,
+    first = r.images[1]  # the first picture, after the grid
+    r2 = api.img2img(images=[first], prompt="a lighthouse at night", denoising_strength=0.5, seed=7, width=64,
                      height=64, steps=4)
     assert r2.image.size == (64, 64)
     assert r2.info["all_seeds"] == [7]
     assert "Steps: 4, Sampler: Euler a" in r2.info["infotexts"][0]
     assert "Denoising strength: 0.5" in r2.info["infotexts"][0]
-    assert r2.image.tobytes() != r.image.tobytes()
+    assert r2.image.tobytes() != first.tobytes()
 
-    info = api.png_info(r.image)
+    info = api.png_info(first)
     assert info.info == text
     assert (info.parameters["Prompt"], info.parameters["Seed"], info.parameters["Sampler"]) == \
         ("a lighthouse", "42", "Euler a")

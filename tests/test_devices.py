@@ -124,10 +124,15 @@ def test_compile_setting_wraps_the_unet(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("arch", ["sd1", "sdxl"])
-def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch):
+@pytest.mark.parametrize("arch,sampler,scheduler,rng_source", [
+    ("sd1", "Euler", "Automatic", "CPU"), ("sdxl", "Euler", "Automatic", "CPU"),
+    ("sd1", "DPM++ 2M", "Karras", "CPU"),   # the UI's default sampler
+    ("sd1", "Euler a", "Automatic", "GPU"),  # per-step noise drawn on the GPU: no copy from the host
+])
+def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch, sampler, scheduler, rng_source):
     """From the end of step 1 to the start of the last step, nothing waits for the GPU: CUDA's sync debug
-    mode turns any synchronising call in those steps into an error that fails the job."""
+    mode turns any synchronising call in those steps into an error that fails the job.  (With the RNG
+    source on the CPU, ancestral samplers copy each step's noise from the host: that is the setting's cost.)"""
     write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", arch, seed=5)
     p = Paths.from_args(cmd_args.parse_args(["--data-dir", str(tmp_path)]))
     mm = sd_models.ModelManager(p, devices.policy_from_args(cmd_args.parse_args([])))
@@ -139,9 +144,10 @@ def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch):
         torch.cuda.set_sync_debug_mode("error" if 1 <= ctl.step < steps - 1 else "default")
 
     req = processing.GenerationRequest(prompt="a red circle", negative_prompt="blue", steps=steps, width=64,
-                                       height=64, seed=1, sampler_name="Euler")
+                                       height=64, seed=1, sampler_name=sampler, scheduler=scheduler)
+    opts = {**Options().snapshot(), "randn_source": rng_source}
     try:
-        res = processing.Processor(loaded, Options().snapshot(), control=processing.JobControl(watch)).run(req)
+        res = processing.Processor(loaded, opts, control=processing.JobControl(watch)).run(req)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(res.images) == 1

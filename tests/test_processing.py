@@ -289,3 +289,131 @@ def test_job_through_app_saves_images_and_grid(tmp_path):
     assert Image.open(grid).size == (128, 64)
     assert not list((tmp_path / "outputs").rglob(".tmp-*")), "no temporary files are left behind"
     app.queue.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# settings the engine reads: RNG source, ENSD, exact img2img/hires steps, grid first, NaN check
+
+
+def generate_with(comps, settings: dict, control=None, **kw):
+    base = dict(prompt="a circle", steps=4, width=64, height=64, seed=3, sampler_name="Euler")
+    base.update(kw)
+    opts = Options().snapshot()
+    opts.update(settings)
+    return Processor(loaded_for(comps), opts, control=control).run(GenerationRequest(**base))
+
+
+def test_ensd_reseeds_the_sampler_noise_not_the_initial_noise():
+    plain = rng.ImageRNG((4, 8, 8), [42, 43])
+    delta = rng.ImageRNG((4, 8, 8), [42, 43], ensd=31337)
+    assert torch.equal(plain.first(), delta.first())  # the picture's starting noise is the seed's
+    later = delta.next()
+    for i, seed in enumerate((42, 43)):
+        expected = torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(seed + 31337))
+        assert torch.equal(later[i], expected)
+    assert not torch.equal(plain.next(), later)
+
+
+def test_ensd_changes_ancestral_samplers_only_and_is_written(models):
+    comps = models["sd1"]
+    base = arr(generate_with(comps, {}, sampler_name="Euler a").images[0])
+    res = generate_with(comps, {"eta_noise_seed_delta": 31337}, sampler_name="Euler a")
+    assert np.abs(arr(res.images[0]) - base).max() > 10  # a different picture
+    assert "ENSD: 31337" in res.infotexts[0]
+    p = infotext.parse_generation_parameters(res.infotexts[0])
+    assert p["ENSD"] == "31337"
+    euler = generate_with(comps, {}, sampler_name="Euler")
+    euler_ensd = generate_with(comps, {"eta_noise_seed_delta": 31337}, sampler_name="Euler")
+    assert np.array_equal(arr(euler.images[0]), arr(euler_ensd.images[0]))  # no noise after the first
+
+
+def test_rng_source_is_written_and_gpu_means_the_job_device(models):
+    comps = models["sd1"]
+    cpu = generate_with(comps, {}, sampler_name="Euler a")
+    assert ", RNG: CPU, " in cpu.infotexts[0]  # A1111 reads a missing RNG as GPU
+    gpu = generate_with(comps, {"randn_source": "GPU"}, sampler_name="Euler a")
+    assert "RNG" not in gpu.infotexts[0]
+    assert infotext.parse_generation_parameters(gpu.infotexts[0])["RNG"] == "GPU"
+    # on a CPU-only job the job's device is the CPU: the same picture
+    assert np.array_equal(arr(cpu.images[0]), arr(gpu.images[0]))
+    proc = Processor(loaded_for(comps), {**Options().snapshot(), "randn_source": "GPU"})
+    assert proc.image_rng((4, 8, 8), GenerationRequest(), [1], [1]).device == proc.device
+
+
+def count_steps(comps, settings, **kw):
+    seen = []
+    ctl = processing.JobControl(lambda c: seen.append(c.step))
+    generate_with(comps, settings, control=ctl, **kw)
+    return len(seen), ctl.total_steps
+
+
+def test_img2img_exact_steps_setting(models):
+    comps = models["sd1"]
+    init = Image.new("RGB", (64, 64), (200, 30, 30))
+    kw = dict(mode="img2img", init_images=[init], steps=10, denoising_strength=0.3)
+    assert count_steps(comps, {}, **kw) == (3, 3)  # int(10 * 0.3)
+    assert count_steps(comps, {"img2img_fix_steps": True}, **kw) == (10, 10)  # the last 10 of 33
+    t, n = processing.img2img_timesteps(samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config),
+                                        10, 0.3, "cpu", exact=True)
+    assert n == 10 and len(t) == 10
+    full = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    full.set_timesteps(33)
+    assert torch.equal(t, full.timesteps[23:])
+    assert count_steps(comps, {"img2img_fix_steps": True}, **{**kw, "denoising_strength": 0.0}) == (0, 1)
+
+
+def test_hires_steps_are_run_exactly(models):
+    """A1111 runs exactly the hires steps asked for; without them, steps x denoising strength."""
+    comps = models["sd1"]
+    kw = dict(enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5, steps=4)
+    assert count_steps(comps, {}, hr_second_pass_steps=3, **kw) == (4 + 3, 7)
+    assert count_steps(comps, {}, **kw) == (4 + 2, 6)
+
+
+def test_grid_leads_the_results_unless_turned_off(models):
+    comps = models["sd1"]
+    res = generate_with(comps, {}, batch_size=2)
+    assert res.grid is not None and res.grid_first and res.info["index_of_first_image"] == 1
+    assert res.info["infotexts"] == [res.infotexts[0], *res.infotexts]
+    off = generate_with(comps, {"return_grid": False}, batch_size=2)
+    assert off.grid is not None and not off.grid_first and off.info["index_of_first_image"] == 0
+    assert off.info["infotexts"] == off.infotexts
+    one = generate_with(comps, {}, batch_size=1)
+    assert one.grid is None and not one.grid_first and one.info["index_of_first_image"] == 0
+
+
+def test_unet_nans_in_half_precision_fail_the_job_with_a_way_out(models, one_thread):
+    import copy
+
+    comps = copy.deepcopy(models["sd1"])
+    for m in (comps.unet, comps.text_encoder, comps.vae):
+        m.to(torch.float16)
+    with torch.no_grad():  # x1e6: far past float16's 65504
+        comps.unet.conv_in.weight.mul_(1e6)
+    with pytest.raises(processing.NansError, match="--no-half"):
+        generate_with(comps, {}, steps=2)
+
+
+def test_save_txt_writes_the_parameters_beside_each_file(tmp_path):
+    import json
+
+    from modules import cmd_args
+    from modules.app import App
+    from modules.tiny_models import write_tiny_checkpoint
+
+    write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
+    (tmp_path / "config.json").write_text(json.dumps({"save_txt": True, "enable_pnginfo": False}))
+    app = App(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    job = app.submit(GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, seed=7, batch_size=2,
+                                       sampler_name="Euler"))
+    assert job.done_event.wait(300) and job.status == "done", job.error
+    for f, text in zip(job.result.saved_files, job.result.infotexts):
+        assert Path(f).with_suffix(".txt").read_text(encoding="utf-8") == text + "\n"
+    assert Path(job.result.grid_file).with_suffix(".txt").read_text(encoding="utf-8") == job.result.infotexts[0] + "\n"
+    assert "parameters" not in Image.open(job.result.saved_files[0]).info  # PNG info off, the text file still written
+    app.opts.set("save_txt", False)
+    job = app.submit(GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, seed=9, sampler_name="Euler"))
+    assert job.done_event.wait(300) and job.status == "done", job.error
+    assert not Path(job.result.saved_files[0]).with_suffix(".txt").exists()
+    assert not list((tmp_path / "outputs").rglob(".tmp-*"))
+    app.queue.stop()

@@ -187,6 +187,27 @@ def test_txt2img_generate(env, monkeypatch):
     assert "Output folder: " + str(data / "outputs" / "txt2img-images") in common.open_folder_message(app, "txt2img")
 
 
+def test_batch_gallery_leads_with_the_grid_unless_turned_off(env):
+    app, ui, _ = env
+    from modules.ui import common, txt2img
+
+    def gallery(**kw):
+        last = run(txt2img.generate(app, values_of(ui.txt2img, prompt="a red cat", batch_size=2, **SMALL),
+                                    app.selected_checkpoint(), "Automatic"))[-1]
+        return last["gallery"], last["result"]
+
+    shown, state = gallery()
+    assert sizes(shown) == [(128, 64), (64, 64), (64, 64)] and state["grid"]
+    assert [common.image_index(state, i) for i in (0, 1, 2)] == [0, 0, 1]
+    app.opts.set("return_grid", False, save=False)
+    try:
+        shown, state = gallery()
+    finally:
+        app.opts.set("return_grid", True, save=False)
+    assert sizes(shown) == [(64, 64), (64, 64)] and not state["grid"]
+    assert [common.image_index(state, i) for i in (0, 1)] == [0, 1]
+
+
 def test_txt2img_bad_input_is_an_error_message(env):
     app, ui, _ = env
     from modules.ui import txt2img
@@ -230,11 +251,13 @@ def test_hires_request_fields(env):
                                                hr_second_pass_steps=4, denoising_strength=0.5, hr_scale=1.5,
                                                hr_resize_x=0, hr_resize_y=0, seed_extra=True, subseed=9,
                                                subseed_strength=0.25, seed_resize_from_w=96, seed_resize_from_h=80,
-                                               override_settings=["Clip skip: 2"], **SMALL))
+                                               override_settings=["Clip skip: 2", "ENSD: 31337", "RNG: GPU"],
+                                               **SMALL))
     assert (req.enable_hr, req.hr_upscaler, req.hr_second_pass_steps, req.denoising_strength, req.hr_scale) == (
         True, "Latent (nearest)", 4, 0.5, 1.5)
     assert (req.subseed, req.subseed_strength, req.seed_resize_from_w, req.seed_resize_from_h) == (9, 0.25, 96, 80)
-    assert req.override_settings == {"CLIP_stop_at_last_layers": 2}
+    assert req.override_settings == {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337,
+                                     "randn_source": "GPU"}
     off = txt2img.build_request(app, values_of(ui.txt2img, subseed=9, subseed_strength=0.25, **SMALL))
     assert (off.enable_hr, off.subseed_strength, off.seed_resize_from_w) == (False, 0.0, 0)   # "Extra" unchecked
 
@@ -321,7 +344,7 @@ def test_pnginfo_round_trip(env, tmp_path):
 
     text = ("a house\nNegative prompt: blurry\nSteps: 12, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, "
             "Seed: 1234, Size: 96x128, Variation seed: 77, Variation seed strength: 0.3, Clip skip: 2, "
-            "Denoising strength: 0.45, Hires upscale: 1.5, Hires steps: 6, Hires upscaler: Latent (bicubic)")
+            "Denoising strength: 0.45, ENSD: 31337, Hires upscale: 1.5, Hires steps: 6, Hires upscaler: Latent (bicubic)")
     path = tmp_path / "x.png"
     common.save_png(_square("red"), path, text)
     html, got, image = pnginfo.read_info(str(path))
@@ -332,7 +355,8 @@ def test_pnginfo_round_trip(env, tmp_path):
         "width": 96, "height": 128, "denoising_strength": 0.45, "sampler_name": "Euler a", "scheduler": "Karras",
         "subseed": 77, "subseed_strength": 0.3, "seed_extra": True, "enable_hr": True, "hr_scale": 1.5,
         "hr_second_pass_steps": 6, "hr_upscaler": "Latent (bicubic)", "hr_resize_x": 0, "hr_resize_y": 0,
-        "override_settings": ["Clip skip: 2"],
+        # settings named by the text (a missing RNG means A1111's GPU noise; ours is the CPU's)
+        "override_settings": ["Clip skip: 2", "ENSD: 31337", "RNG: GPU"],
     }
     comps = pnginfo.send_updates(app, ui.txt2img, got)
     c = ui.txt2img.c

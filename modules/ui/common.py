@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 from PIL import Image
 
-from modules import processing, samplers
+from modules import infotext, processing, samplers
 from modules.processing import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ SAVE_STYLE = "\U0001f4be"        # 💾
 FOLDER = "\U0001f4c2"            # 📂
 REFRESH = "\U0001f504"           # 🔄
 
-# infotext key -> setting key, for the "Override settings" dropdown filled by pasted parameters
-INFOTEXT_SETTINGS = {"Clip skip": "CLIP_stop_at_last_layers"}
 
 
 def tool_button(value: str, elem_id: str, **kw) -> gr.Button:
@@ -163,7 +161,7 @@ def parse_overrides(app, items) -> dict:
     out = {}
     for item in items or []:
         key, _, value = str(item).partition(":")
-        setting = INFOTEXT_SETTINGS.get(key.strip())
+        setting = infotext.SETTING_KEYS.get(key.strip())
         if setting is None:
             continue
         try:
@@ -217,7 +215,7 @@ def result_state(job) -> dict:
         "seeds": list(r.seeds) if r else [],
         "subseeds": list(r.subseeds) if r else [],
         "files": list(r.saved_files) if r else [],
-        "grid": bool(r is not None and r.grid is not None),
+        "grid": bool(r is not None and r.grid_first),
         "index": 0,
         "seconds": (job.finished - job.started) if job.finished and job.started else (r.seconds if r else 0.0),
         "warnings": list(r.warnings) if r else [],
@@ -236,7 +234,8 @@ def _servable(path: str) -> bool:
 
 
 def gallery_images(job) -> list:
-    """The gallery items of a finished job: the grid first (if any), then each image with its infotext.
+    """The gallery items of a finished job: the grid first (where the job shows it), then each image with
+    its infotext.
 
     Where the job saved its images somewhere gradio may serve, the saved files are shown (no second
     PNG encoding, and a download is the very file with its parameters); otherwise the images."""
@@ -244,7 +243,7 @@ def gallery_images(job) -> list:
     if r is None:
         return []
     out = []
-    if r.grid is not None:
+    if r.grid_first:
         out.append(r.grid)
     if r.images:
         files = list(r.saved_files) if len(r.saved_files) == len(r.images) else []
@@ -780,7 +779,7 @@ def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dic
         put("inpaint_full_res_padding", "Masked area padding", int)
     # settings the infotext names that differ from the current ones -> "Override settings"
     overrides = []
-    for key, setting in INFOTEXT_SETTINGS.items():
+    for key, setting in infotext.SETTING_KEYS.items():
         if key in params:
             try:
                 value = app.opts.validate(setting, _num(params[key], int) if isinstance(app.opts.get(setting), int)
