@@ -22,6 +22,7 @@ has real contrast (its pixel spread is printed beside the PSNR).
     python bench/device_speed.py                 # GPU part if CUDA is present, then the CPU part
     python bench/device_speed.py --cpu-only
     python bench/device_speed.py --tiny          # the whole procedure on the tiny model (checks the script)
+    bench/gpu_check.sh run                       # on a GPU machine without network: tests + GPU part, logged
 """
 from __future__ import annotations
 
@@ -331,7 +332,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cpu-steps", type=int, default=4)
-    ap.add_argument("--no-sdxl", action="store_true")
+    ap.add_argument("--no-sdxl", action="store_true", help="GPU part: SD 1.5 only")
+    ap.add_argument("--only-sdxl", action="store_true", help="GPU part: SDXL only")
     ap.add_argument("--compile", action="store_true", help="also measure --compile (slow first run)")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}", flush=True)
@@ -341,8 +343,9 @@ def main():
             print(f"GPU: {torch.cuda.get_device_name(dev)}, "
                   f"{torch.cuda.get_device_properties(dev).total_memory / 2**30:.0f} GiB", flush=True)
             torch.backends.cudnn.benchmark = True
-            bench_model("sd1", 64 if a.tiny else 512, a.steps, dev, torch.float16, a.repeats, tiny=a.tiny,
-                        compile_too=a.compile, channels_last_too=True)
+            if not a.only_sdxl:
+                bench_model("sd1", 64 if a.tiny else 512, a.steps, dev, torch.float16, a.repeats, tiny=a.tiny,
+                            compile_too=a.compile, channels_last_too=True)
             if not a.no_sdxl:
                 bench_model("sdxl", 64 if a.tiny else 1024, a.steps, dev, torch.float16, a.repeats, tiny=a.tiny,
                             compile_too=a.compile, channels_last_too=True)

@@ -197,10 +197,13 @@ def test_preview_map_is_fitted_on_the_execution_device_under_offload(tmp_path, o
     lat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     assert previews.approx_preview(lat, c.vae, c.spec.scaling_factor) is None  # not fitted: no VAE run
     got = previews.fit_linear_map(c.vae, c.spec.scaling_factor, device=c.execution_device)
-    assert torch.allclose(got, expected, atol=1e-5)
+    # the same fit: the tiny random VAE makes the least-squares problem ill-conditioned (entries up to ~75),
+    # so float32 rounding in the encode moves the solution by ~1e-4 depending on kernels and threads
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3), (got, expected)
     img = previews.approx_preview(lat, c.vae, c.spec.scaling_factor)
     assert img.size == (64, 64)
-    assert np.array_equal(np.asarray(img), np.asarray(previews.approx_preview(lat, plain.vae, plain.spec.scaling_factor)))
+    ref = previews.approx_preview(lat, plain.vae, plain.spec.scaling_factor)
+    assert np.abs(np.asarray(img, dtype=int) - np.asarray(ref, dtype=int)).max() <= 1
 
 
 @pytest.mark.parametrize("enabled", [True, False])
