@@ -32,10 +32,10 @@ run)
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
       python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"; } 2>&1 | tee "$out/env.txt"
-    timeout "${TEST_S:-90}" python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 | tee "$out/tests.log"
-    timeout "${SD1_S:-240}" python3 bench/device_speed.py --gpu-only --no-sdxl --compile --repeats "${REPEATS:-3}" \
+    timeout "${TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 | tee "$out/tests.log"
+    timeout "${SD1_S:-230}" python3 bench/device_speed.py --gpu-only --no-sdxl --compile --repeats "${REPEATS:-3}" \
         2>&1 | grep -v -i "warning" | tee "$out/bench_sd1.log"
-    timeout "${SDXL_S:-240}" python3 bench/device_speed.py --gpu-only --only-sdxl --repeats "${REPEATS:-3}" \
+    timeout "${SDXL_S:-270}" python3 bench/device_speed.py --gpu-only --only-sdxl --repeats "${REPEATS:-3}" \
         2>&1 | grep -v -i "warning" | tee "$out/bench_sdxl.log"
     ;;
 *)
