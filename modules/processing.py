@@ -545,7 +545,7 @@ class Processor:
         uncond_sched = self.schedules(hr_neg, req.steps, steps)[0][1]
         scheduler = self.make_scheduler(req)
         timesteps, n = img2img_timesteps(scheduler, steps, req.denoising_strength, self.device,
-                                         exact=self.hires_exact(req))
+                                         exact=self.exact_steps(req, hires=True))
         noise = image_rng.first().to(self.device)
         if len(timesteps) == 0:
             return latents
@@ -589,7 +589,7 @@ class Processor:
         image_latents = self.encode(image_t).to(self.device)
         scheduler = self.make_scheduler(req)
         timesteps, n = img2img_timesteps(scheduler, req.steps, req.denoising_strength, self.device,
-                                         exact=bool(self.opts.get("img2img_fix_steps")))
+                                         exact=self.exact_steps(req, hires=False))
         noise = image_rng.first().to(self.device)
         h8, w8 = req.height // 8, req.width // 8
         inpaint = None
@@ -735,16 +735,17 @@ class Processor:
         n = len(sch.timesteps)
         if req.is_img2img:
             n = len(img2img_timesteps(self.make_scheduler(req), req.steps, req.denoising_strength, "cpu",
-                                      exact=bool(self.opts.get("img2img_fix_steps")))[0])
+                                      exact=self.exact_steps(req, hires=False))[0])
         if req.enable_hr:
             steps = req.hr_second_pass_steps or req.steps
             n += len(img2img_timesteps(self.make_scheduler(req), steps, req.denoising_strength, "cpu",
-                                       exact=self.hires_exact(req))[0])
+                                       exact=self.exact_steps(req, hires=True))[0])
         return max(n, 1)
 
-    def hires_exact(self, req: GenerationRequest) -> bool:
-        """A1111 runs exactly the hires steps asked for (or, with img2img_fix_steps, exactly `steps`)."""
-        return bool(req.hr_second_pass_steps) or bool(self.opts.get("img2img_fix_steps"))
+    def exact_steps(self, req: GenerationRequest, hires: bool) -> bool:
+        """Whether an img2img pass runs exactly its steps (see `img2img_timesteps`): with the setting
+        img2img_fix_steps, and (as A1111 does) in a hires pass whose steps were given."""
+        return bool(self.opts.get("img2img_fix_steps")) or (hires and bool(req.hr_second_pass_steps))
 
     def infotext(self, req, prompt, negative, seed, subseed, clip_skip, size) -> str:
         from modules import infotext

@@ -128,9 +128,16 @@ def test_inpaint_9ch_equals_diffusers(models):
 
 
 def generate(comps, **kw):
+    return generate_with(comps, {}, **kw)
+
+
+def generate_with(comps, settings: dict, control=None, **kw):
+    """One job on the tiny components with these settings over the defaults."""
     base = dict(prompt="a circle", steps=4, width=64, height=64, seed=3, sampler_name="Euler")
     base.update(kw)
-    return Processor(loaded_for(comps), Options().snapshot()).run(GenerationRequest(**base))
+    opts = Options().snapshot()
+    opts.update(settings)
+    return Processor(loaded_for(comps), opts, control=control).run(GenerationRequest(**base))
 
 
 def arr(im):
@@ -293,14 +300,6 @@ def test_job_through_app_saves_images_and_grid(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # settings the engine reads: RNG source, ENSD, exact img2img/hires steps, grid first, NaN check
-
-
-def generate_with(comps, settings: dict, control=None, **kw):
-    base = dict(prompt="a circle", steps=4, width=64, height=64, seed=3, sampler_name="Euler")
-    base.update(kw)
-    opts = Options().snapshot()
-    opts.update(settings)
-    return Processor(loaded_for(comps), opts, control=control).run(GenerationRequest(**base))
 
 
 def test_ensd_reseeds_the_sampler_noise_not_the_initial_noise():

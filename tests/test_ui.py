@@ -191,7 +191,7 @@ def test_batch_gallery_leads_with_the_grid_unless_turned_off(env):
     app, ui, _ = env
     from modules.ui import common, txt2img
 
-    def gallery(**kw):
+    def gallery():
         last = run(txt2img.generate(app, values_of(ui.txt2img, prompt="a red cat", batch_size=2, **SMALL),
                                     app.selected_checkpoint(), "Automatic"))[-1]
         return last["gallery"], last["result"]
