@@ -140,7 +140,7 @@ class Theirs:
     def __init__(self, comps, device, size, steps, offload: str = "none"):
         from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        sched = EulerDiscreteScheduler.from_config(comps.spec.scheduler_config)
+        sched = EulerDiscreteScheduler.from_config(comps.spec.scheduler_config, timestep_spacing="linspace")
         if comps.text_encoder_2 is not None:
             pipe = StableDiffusionXLPipeline(vae=comps.vae, text_encoder=comps.text_encoder,
                                              text_encoder_2=comps.text_encoder_2, tokenizer=comps.tokenizer,

@@ -20,7 +20,7 @@ from common import peak_rss_mb
 def run_pair(comps, size, steps, repeats, label):
     from diffusers import StableDiffusionPipeline
 
-    from modules import processing, rng, samplers
+    from modules import processing, rng
     from modules.options import Options
     from modules.processing import GenerationRequest, Processor
     from modules.sd_models import CheckpointInfo, LoadedModel
@@ -30,7 +30,9 @@ def run_pair(comps, size, steps, repeats, label):
     opts = Options().snapshot()
     req = GenerationRequest(prompt="a red circle on a blue background", negative_prompt="blurry", steps=steps,
                             width=size, height=size, seed=1, sampler_name="Euler", cfg_scale=7.0)
-    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    from tests.diffusers_schedulers import diffusers_scheduler  # diffusers' Euler on A1111's sigma grid
+
+    sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer,
                                    unet=comps.unet, scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

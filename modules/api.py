@@ -695,9 +695,8 @@ class SdApi:
                 and "enable_hr" not in set_fields:
             values["enable_hr"] = True
         ov = dict(values.get("override_settings") or {})
-        for key, setting in infotext.SETTING_KEYS.items():
-            if key in params and setting not in ov:
-                ov[setting] = params[key]
+        for setting, value in infotext.settings_from_params(params).items():
+            ov.setdefault(setting, value)
         if ov:
             values["override_settings"] = ov
 

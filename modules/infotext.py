@@ -48,7 +48,17 @@ RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 # Infotext keys that stand for settings rather than request fields (A1111's infotext-to-setting mapping):
 # pasting an infotext (UI, or the API's `infotext` field) turns them into override_settings.
 SETTING_KEYS = {"Clip skip": "CLIP_stop_at_last_layers", "ENSD": "eta_noise_seed_delta", "RNG": "randn_source",
-                "Emphasis": "emphasis", "Eta DDIM": "eta_ddim"}
+                "Emphasis": "emphasis", "Eta DDIM": "eta_ddim", "Eta": "eta_ancestral"}
+
+
+def settings_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a pasted infotext names ({setting key: value as written}). A1111's rule for the random
+    source: no "RNG" means the picture was made with A1111's default, the GPU; the "NV" source draws the
+    same numbers on any device, so that is what a pasted recipe without "RNG" gets."""
+    out = {setting: params[key] for key, setting in SETTING_KEYS.items() if key in params}
+    if out.get("randn_source", "GPU") == "GPU":  # (A1111's parser fills a missing "RNG" in as "GPU")
+        out["randn_source"] = "NV"
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -95,10 +95,15 @@ def _declare() -> list[OptionInfo]:
         # sampler params
         o("eta_ddim", 0.0, "Eta for DDIM", "sampler-params", "Noise multiplier for DDIM; 0 is deterministic.",
           minimum=0.0, maximum=1.0, step=0.01),
+        o("eta_ancestral", 1.0, "Eta for k-diffusion samplers", "sampler-params",
+          "Noise multiplier for the ancestral and SDE samplers (Euler a, DPM2 a, DPM++ 2S a, DPM++ SDE, "
+          "DPM++ 2M/3M SDE, DPM fast/adaptive); 0 makes them deterministic.", minimum=0.0, maximum=1.0, step=0.01),
         o("randn_source", "CPU", "Random number generator source", "sampler-params",
           "CPU: a seed gives the same picture on any device. GPU: noise is drawn on the device the job runs on "
-          "(no copy from the host at each step of ancestral and SDE samplers; pictures differ between devices).",
-          choices=("CPU", "GPU")),
+          "(no copy from the host at each step of ancestral and SDE samplers; pictures differ between devices). "
+          "NV: the numbers an NVIDIA GPU draws (A1111's default source), computed on any device, so recipes made "
+          "on NVIDIA cards give the same picture here.",
+          choices=("CPU", "GPU", "NV")),
         o("eta_noise_seed_delta", 0, "Eta noise seed delta (ENSD)", "sampler-params",
           "Added to the seed for the noise that ancestral and SDE samplers draw after the initial noise "
           "(A1111's ENSD; 0 = off).", minimum=0, step=1),
@@ -205,6 +210,9 @@ class Options:
 
     def on_change(self, fn: Callable[[str, Any], None]) -> None:
         self._listeners.append(fn)
+
+    def info(self, key: str) -> OptionInfo:
+        return self.infos[key]
 
     def snapshot(self) -> dict:
         out = {k: i.default for k, i in self.infos.items()}

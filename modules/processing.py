@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from modules import prompt_parser, rng, samplers
+from modules.sampling import kdiffusion as ksampling
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +275,9 @@ def pil_to_tensor(im: Image.Image) -> torch.Tensor:
 
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [-1, 1] -> PIL images (rounded as diffusers' numpy_to_pil)."""
-    x = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray((a * 255).round().astype("uint8")) for a in x]
+    """(B, 3, H, W) in [-1, 1] -> PIL images, 8 bits as A1111 makes them: 255 * x truncated (not rounded)."""
+    x = torch.clamp((x.float() + 1.0) / 2.0, min=0.0, max=1.0).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray((np.float32(255.0) * a).astype(np.uint8)) for a in x]
 
 
 def _set_tiling(components, enabled: bool) -> None:
@@ -335,20 +336,59 @@ class Processor:
         return out
 
     # -- the denoising loop -------------------------------------------------
-    def sample(self, *, latents: torch.Tensor, timesteps, scheduler, cond_sched, uncond_sched, cfg_scale: float,
-               image_rng: rng.ImageRNG, steps: int, size: tuple[int, int], clip_skip: int,
-               inpaint: dict | None = None, step_offset: int = 0) -> torch.Tensor:
-        """The denoising loop. `cond_sched` = [(weight, [(end_step, text)])] for the AND sub-prompts,
-        `uncond_sched` = [(end_step, text)] for the negative prompt."""
+    def sample(self, *, latents: torch.Tensor, spass: samplers.SamplingPass, cond_sched, uncond_sched,
+               cfg_scale: float, image_rng: rng.ImageRNG, size: tuple[int, int], clip_skip: int,
+               inpaint: dict | None = None) -> torch.Tensor:
+        """Run one sampling pass from `latents`. `cond_sched` = [(weight, [(end_step, text)])] for the AND
+        sub-prompts, `uncond_sched` = [(end_step, text)] for the negative prompt."""
+        guided = self.guided_model(cond_sched, uncond_sched, cfg_scale, size, clip_skip, inpaint)
+        ctl = self.control
+        last = {"x": latents}
+
+        def step(i, x, denoised):
+            last["x"] = denoised
+            ctl.step = min(ctl.step + 1, ctl.total_steps)
+            ctl.report(denoised)
+
+        noise = self.sampler_noise(spass, latents, image_rng)
+        blend = inpaint.get("blend") if inpaint is not None else None
+        try:
+            latents = spass.run(guided, latents, noise, step, blend=blend)
+        except Interrupted:
+            latents = last["x"]  # A1111: an interrupted pass ends on its last denoised prediction
+        if not torch.isfinite(latents).all():
+            raise NansError(self._nan_message(spass.info.name))
+        return latents
+
+    def _nan_message(self, sampler: str) -> str:
+        msg = f"sampler '{sampler}' produced NaN or infinite latents (the picture would be black)"
+        if self.dtype != torch.float32:
+            msg += "; the UNet runs in half precision: start with --no-half (or --precision full) to run it in float32"
+        return msg
+
+    def sampler_noise(self, spass: samplers.SamplingPass, latents: torch.Tensor, image_rng: rng.ImageRNG):
+        """Where a sampler's extra noise comes from: the per-image generators (after the initial noise),
+        or for the SDE samplers a Brownian tree per image seed over the pass's sigma range."""
+        fresh = lambda: image_rng.next().to(latents.device)  # noqa: E731
+        if not spass.info.brownian:
+            return ksampling.Noise(fresh)
+        sig = spass.sigmas
+        tree = ksampling.BrownianNoise(latents, sig[sig > 0].min(), sig.max(), image_rng.seeds)
+        return ksampling.Noise(fresh, tree)
+
+    def guided_model(self, cond_sched, uncond_sched, cfg_scale: float, size, clip_skip: int, inpaint):
+        """A1111's CFG denoiser core: guided(x_in, t, cfg_mult=1) -> (CFG-combined UNet output, unconditional
+        output). Prompt schedules advance with each call (A1111 counts denoiser calls, not sampler steps)."""
         conditioner = self.conditioner(clip_skip)
         # each schedule's texts are encoded together, as A1111 does (one batch per prompt schedule)
         cond_enc = [(w, sched, conditioner.encode([t for _, t in sched], joint=True)) for w, sched in cond_sched]
         uncond_enc = conditioner.encode([t for _, t in uncond_sched], joint=True, is_negative=True)
-        B = latents.shape[0]
         is_xl = getattr(self.c.unet.config, "addition_embed_type", None) == "text_time"
-        n_t = len(timesteps)
+        image_cond = inpaint.get("image_cond") if inpaint is not None else None
+        weights = [w for w, _, _ in cond_enc]
+        use_uncond = not (cfg_scale == 1.0 and len(cond_sched) == 1 and cond_sched[0][0] == 1.0)
         ctl = self.control
-        step_kwargs = self._step_kwargs(scheduler, image_rng)
+        calls = [0]
 
         def pick(sched, encs, step):
             # A1111: the first schedule entry whose end step is >= the current (0-based) step
@@ -357,38 +397,26 @@ class Processor:
                     return enc
             return encs[-1]
 
-        use_uncond = not (cfg_scale == 1.0 and len(cond_sched) == 1 and cond_sched[0][0] == 1.0)
-        for i, t in enumerate(timesteps):
+        def guided(x, t, cfg_mult: float = 1.0):
             if ctl.interrupted or ctl.skipped:
-                break
-            step = i * steps // n_t + step_offset
-            conds = [pick(sched, encs, step) for _, sched, encs in cond_enc]
-            weights = [w for w, _, _ in cond_enc]
-            groups = ([pick(uncond_sched, uncond_enc, step)] if use_uncond else []) + conds
-            negative_flags = ([True] if use_uncond else []) + [False] * len(conds)
-            x = scheduler.scale_model_input(latents, t)
-            if inpaint is not None and inpaint.get("image_cond") is not None:
-                x = torch.cat([x, inpaint["image_cond"]], dim=1)
-            outs = self._unet_groups(x, t, groups, negative_flags, B, size, is_xl)
-            if use_uncond:
-                u = outs[0]
-                noise_pred = u + cfg_scale * sum(w * (c - u) for w, c in zip(weights, outs[1:]))
-            else:
-                noise_pred = outs[0]
-            latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_kwargs)[0]
-            if inpaint is not None and inpaint.get("blend") is not None:
-                image_latents, mask, noise = inpaint["blend"]
-                if i < n_t - 1:
-                    proper = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
-                else:
-                    proper = image_latents
-                latents = (1 - mask) * proper + mask * latents
-            ctl.step = min(ctl.step + 1, ctl.total_steps)
-            ctl.report(latents)
-        if self.dtype != torch.float32 and torch.isnan(latents).any():  # once, after the loop
-            raise NansError("the UNet produced NaNs in half precision (the picture would be black); "
-                            "start with --no-half (or --precision full) to run it in float32")
-        return latents
+                raise Interrupted()
+            B = x.shape[0]
+            conds = [pick(sched, encs, calls[0]) for _, sched, encs in cond_enc]
+            need_uncond = use_uncond or cfg_mult != 1.0
+            groups = ([pick(uncond_sched, uncond_enc, calls[0])] if need_uncond else []) + conds
+            negative_flags = ([True] if need_uncond else []) + [False] * len(conds)
+            x_in = x if image_cond is None else torch.cat([x, image_cond], dim=1)
+            # one level per batch; a CPU value is copied without waiting for the GPU
+            t_in = torch.as_tensor(t).to(x.device, torch.float32, non_blocking=True).reshape(-1)[0]
+            outs = self._unet_groups(x_in, t_in, groups, negative_flags, B, size, is_xl)
+            calls[0] += 1
+            if not need_uncond:
+                return outs[0], outs[0]
+            u = outs[0]
+            scale = cfg_scale * cfg_mult
+            return u + sum(w * scale * (c - u) for w, c in zip(weights, outs[1:])), u
+
+        return guided
 
     def _unet_groups(self, x, t, conds, negative_flags, B, size, is_xl) -> list[torch.Tensor]:
         """Run the UNet for each conditioning; those of equal length share one batched call
@@ -411,18 +439,6 @@ class Processor:
                 outs[gi] = chunk
         return outs
 
-    def _step_kwargs(self, scheduler, image_rng: rng.ImageRNG) -> dict:
-        """Per-image generators for samplers that add noise; eta where the sampler takes one."""
-        params = _step_params(type(scheduler))
-        kw = {}
-        if "generator" in params:
-            kw["generator"] = image_rng.generators
-        if "eta" in params:
-            kw["eta"] = float(self.opts.get("eta_ddim", 0.0))
-        if hasattr(scheduler, "noise_sampler_seed"):  # DPM++ SDE: Brownian tree seeded from the first image
-            scheduler.noise_sampler_seed = int(image_rng.seeds[0])
-        return kw
-
     def time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
         """SDXL's micro-conditioning ids, made on the device once per job and size: a tensor built from
         host values inside the step loop would be a blocking host-to-device copy at every step."""
@@ -441,12 +457,39 @@ class Processor:
             ids = [h, w, 0, 0, h, w]
         return torch.tensor([ids], dtype=torch.float32, device=self.device)
 
-    def make_scheduler(self, req: GenerationRequest):
+    def plan(self, req: GenerationRequest, steps: int, strength: float | None = None,
+             exact: bool = False) -> samplers.SamplingPass:
+        """The sampling pass A1111 runs for this request (txt2img, or img2img at `strength`)."""
         sampler, sched, warning = resolve_sampler_lenient(req)
         if warning and warning not in self.warnings:
             self.warnings.append(warning)
-        scheduler = samplers.create_scheduler(sampler.name, sched.name, dict(self.spec.scheduler_config))
-        return scheduler
+        eta = self.eta_for(sampler, req)
+        try:
+            return samplers.plan_pass(sampler, sched, steps, self.model_params(), strength=strength, exact=exact,
+                                      eta=eta)
+        except samplers.SamplerUnavailableError as e:
+            raise RequestError("sampler_name", str(e)) from None
+
+    def eta_for(self, sampler: samplers.SamplerInfo, req: GenerationRequest) -> float | None:
+        """The request's eta, else A1111's setting for the sampler's kind (eta_ddim 0, eta_ancestral 1)."""
+        if sampler.eta is None:
+            return None
+        if req.eta is not None:
+            return float(req.eta)
+        if sampler.eta == "ddim":
+            return float(self.opts.get("eta_ddim", 0.0))
+        return float(self.opts.get("eta_ancestral", 1.0))
+
+    def model_params(self) -> samplers.ModelParams:
+        if "_model_params" not in self.__dict__:
+            from modules.sampling.schedules import alphas_cumprod_from_config
+
+            cfg = dict(self.spec.scheduler_config)
+            self._model_params = samplers.ModelParams(
+                alphas_cumprod_from_config(cfg), prediction=str(getattr(self.spec, "prediction_type", None)
+                                                                or cfg.get("prediction_type", "epsilon")),
+                is_sdxl=getattr(self.c, "text_encoder_2", None) is not None)
+        return self._model_params
 
     # -- VAE ------------------------------------------------------------------
     @property
@@ -478,6 +521,8 @@ class Processor:
                     vae.to(torch.float32)
                     z = (latents[i:i + 1] / self.scaling_factor).to(self.device, torch.float32)
                     x = vae.decode(z, return_dict=False)[0].float()
+                if not torch.isfinite(x).all():
+                    raise NansError("the VAE produced NaN or infinite values (the picture would be black)")
                 out.append(x)
         finally:
             if use_tiling:
@@ -495,14 +540,11 @@ class Processor:
         uncond_sched = self.schedules(negative, req.steps)[0][1]
         if req.is_img2img:
             return self._img2img_batch(req, image_rng, cond_sched, uncond_sched, clip_skip, B)
-        scheduler = self.make_scheduler(req)
-        scheduler.set_timesteps(req.steps, device=self.device)
-        noise = image_rng.first().to(self.device)
-        latents = noise * scheduler.init_noise_sigma
+        spass = self.plan(req, req.steps)
+        latents = spass.start(image_rng.first().to(self.device))
         inpaint = self._txt2img_inpaint_cond(B, req.height, req.width)
-        latents = self.sample(latents=latents, timesteps=scheduler.timesteps, scheduler=scheduler,
-                              cond_sched=cond_sched, uncond_sched=uncond_sched, cfg_scale=req.cfg_scale,
-                              image_rng=image_rng, steps=req.steps, size=(req.height, req.width),
+        latents = self.sample(latents=latents, spass=spass, cond_sched=cond_sched, uncond_sched=uncond_sched,
+                              cfg_scale=req.cfg_scale, image_rng=image_rng, size=(req.height, req.width),
                               clip_skip=clip_skip, inpaint=inpaint)
         if req.enable_hr and not self.control.interrupted:
             latents = self._hires(req, latents, prompt, negative, seeds, subseeds, clip_skip)
@@ -510,9 +552,11 @@ class Processor:
 
     def image_rng(self, shape, req: GenerationRequest, seeds: list[int], subseeds: list[int]) -> rng.ImageRNG:
         """The batch's noise generators, on the CPU or the job's device as the RNG-source setting says."""
-        device = self.device if self.opts.get("randn_source", "CPU") == "GPU" else "cpu"
+        source = self.opts.get("randn_source", "CPU")
+        device = self.device if source == "GPU" else "cpu"
         return rng.ImageRNG(shape, seeds, subseeds, req.subseed_strength, req.seed_resize_from_h,
-                            req.seed_resize_from_w, device=device, ensd=int(self.opts.get("eta_noise_seed_delta", 0)))
+                            req.seed_resize_from_w, device=device, ensd=int(self.opts.get("eta_noise_seed_delta", 0)),
+                            source=source)
 
     def _txt2img_inpaint_cond(self, B: int, height: int, width: int):
         """An inpainting (9-channel) model used without a mask: everything is masked, the image is gray."""
@@ -543,16 +587,12 @@ class Processor:
         hr_neg = prompt_parser.parse_extra_networks(req.hr_negative_prompt)[0] if req.hr_negative_prompt else negative
         cond_sched = self.schedules(hr_prompt, req.steps, steps)
         uncond_sched = self.schedules(hr_neg, req.steps, steps)[0][1]
-        scheduler = self.make_scheduler(req)
-        timesteps, n = img2img_timesteps(scheduler, steps, req.denoising_strength, self.device,
-                                         exact=self.exact_steps(req, hires=True))
-        noise = image_rng.first().to(self.device)
-        if len(timesteps) == 0:
+        if req.denoising_strength <= 0:
             return latents
-        latents = scheduler.add_noise(latents, noise, timesteps[:1])
-        return self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
-                           uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng, steps=n,
-                           size=(th, tw), clip_skip=clip_skip, step_offset=steps - n,
+        spass = self.plan(req, steps, req.denoising_strength, exact=True)
+        x = spass.start(image_rng.first().to(self.device), x0=latents)
+        return self.sample(latents=x, spass=spass, cond_sched=cond_sched, uncond_sched=uncond_sched,
+                           cfg_scale=req.cfg_scale, image_rng=image_rng, size=(th, tw), clip_skip=clip_skip,
                            inpaint=self._txt2img_inpaint_cond(latents.shape[0], th, tw))
 
     # -- img2img / inpaint ------------------------------------------------------
@@ -587,9 +627,7 @@ class Processor:
         imgs = [init[i % len(init)] for i in range(B)]
         image_t = torch.cat([pil_to_tensor(im) for im in imgs])
         image_latents = self.encode(image_t).to(self.device)
-        scheduler = self.make_scheduler(req)
-        timesteps, n = img2img_timesteps(scheduler, req.steps, req.denoising_strength, self.device,
-                                         exact=self.exact_steps(req, hires=False))
+        spass = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps(req))
         noise = image_rng.first().to(self.device)
         h8, w8 = req.height // 8, req.width // 8
         inpaint = None
@@ -613,21 +651,16 @@ class Processor:
             inpaint = {"image_cond": torch.cat([mask_lat.to(self.device), self.encode(masked_image).to(self.device)], 1)
                        .to(self.dtype)}
         elif latent_mask is not None:
-            inpaint = {"blend": (image_latents, latent_mask, noise)}
-        if len(timesteps) == 0:
-            latents = image_latents
-        else:
-            mult = self.opts.get("initial_noise_multiplier", 1.0) if req.initial_noise_multiplier is None \
-                else req.initial_noise_multiplier
-            if self.c.unet.config.in_channels == 9 and req.denoising_strength >= 1.0:
-                # inpainting models start from pure noise at full strength (as they were trained, and as diffusers)
-                latents = noise * mult * scheduler.init_noise_sigma
-            else:
-                latents = scheduler.add_noise(image_latents, noise * mult, timesteps[:1])
-            latents = self.sample(latents=latents, timesteps=timesteps, scheduler=scheduler, cond_sched=cond_sched,
-                                  uncond_sched=uncond_sched, cfg_scale=req.cfg_scale, image_rng=image_rng,
-                                  steps=n, size=(req.height, req.width), clip_skip=clip_skip, inpaint=inpaint,
-                                  step_offset=req.steps - n)
+            # A1111: the denoised prediction keeps the image outside the mask at every step, and so does the result
+            inpaint = {"blend": (image_latents, 1 - latent_mask)}
+        mult = self.opts.get("initial_noise_multiplier", 1.0) if req.initial_noise_multiplier is None \
+            else req.initial_noise_multiplier
+        latents = spass.start(noise * mult, x0=image_latents)
+        latents = self.sample(latents=latents, spass=spass, cond_sched=cond_sched, uncond_sched=uncond_sched,
+                              cfg_scale=req.cfg_scale, image_rng=image_rng, size=(req.height, req.width),
+                              clip_skip=clip_skip, inpaint=inpaint)
+        if inpaint is not None and "blend" in inpaint:
+            latents = latents * latent_mask + image_latents * (1 - latent_mask)
         overlay = None
         if mask_img is not None:
             overlay = (originals, mask_blurred, crop_box)
@@ -729,23 +762,19 @@ class Processor:
         return result
 
     def _steps_for(self, req: GenerationRequest) -> int:
-        """Scheduler calls per image (progress total)."""
-        sch = self.make_scheduler(req)
-        sch.set_timesteps(req.steps)
-        n = len(sch.timesteps)
+        """Sampler steps per image (progress total)."""
         if req.is_img2img:
-            n = len(img2img_timesteps(self.make_scheduler(req), req.steps, req.denoising_strength, "cpu",
-                                      exact=self.exact_steps(req, hires=False))[0])
-        if req.enable_hr:
-            steps = req.hr_second_pass_steps or req.steps
-            n += len(img2img_timesteps(self.make_scheduler(req), steps, req.denoising_strength, "cpu",
-                                       exact=self.exact_steps(req, hires=True))[0])
+            n = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps(req)).steps
+        else:
+            n = self.plan(req, req.steps).steps
+        if req.enable_hr and req.denoising_strength > 0:
+            n += self.plan(req, req.hr_second_pass_steps or req.steps, req.denoising_strength, exact=True).steps
         return max(n, 1)
 
-    def exact_steps(self, req: GenerationRequest, hires: bool) -> bool:
-        """Whether an img2img pass runs exactly its steps (see `img2img_timesteps`): with the setting
-        img2img_fix_steps, and (as A1111 does) in a hires pass whose steps were given."""
-        return bool(self.opts.get("img2img_fix_steps")) or (hires and bool(req.hr_second_pass_steps))
+    def exact_steps(self, req: GenerationRequest) -> bool:
+        """Whether an img2img pass runs exactly its steps (A1111's img2img_fix_steps setting; a hires pass
+        always does, as in A1111)."""
+        return bool(self.opts.get("img2img_fix_steps"))
 
     def infotext(self, req, prompt, negative, seed, subseed, clip_skip, size) -> str:
         from modules import infotext
@@ -765,6 +794,9 @@ class Processor:
         # "Emphasis" (a non-default mode that met brackets) and "TI hashes" (embeddings this job used)
         cond_params = self.conditioner(clip_skip).infotext_params([prompt, negative])
         extra = {"Emphasis": cond_params.get("Emphasis")}
+        eta = self.eta_for(sampler, req)  # A1111 writes an eta that differs from its sampler kind's default
+        if eta is not None and eta != (0.0 if sampler.eta == "ddim" else 1.0):
+            extra["Eta DDIM" if sampler.eta == "ddim" else "Eta"] = eta
         if req.is_img2img and req.mask is not None:
             extra["Mask blur"] = req.mask_blur
         # [extra networks] Lora hashes, VAE hash
@@ -837,16 +869,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-_STEP_PARAMS: dict[type, frozenset] = {}
-
-
-def _step_params(cls) -> frozenset:
-    if cls not in _STEP_PARAMS:
-        import inspect
-        _STEP_PARAMS[cls] = frozenset(inspect.signature(cls.step).parameters)
-    return _STEP_PARAMS[cls]
-
-
 def resolve_sampler_lenient(req: GenerationRequest):
     """(sampler, schedule, warning): an unknown sampler is an error; a schedule type the sampler cannot
     use falls back to the sampler's automatic choice with a warning (pasted A1111 infotexts name such pairs)."""
@@ -876,24 +898,6 @@ def hires_target(req: GenerationRequest) -> tuple[int, int]:
     else:
         w, h = req.hr_resize_x, req.hr_resize_y
     return w // 8 * 8, h // 8 * 8
-
-
-def img2img_timesteps(scheduler, steps: int, strength: float, device, exact: bool = False):
-    """The denoising part of a schedule, as (timesteps, steps run).
-
-    Normally (diffusers' and A1111's rule) the last int(steps*strength) steps of a `steps`-step schedule.
-    `exact` (A1111's "With img2img, do exactly the amount of steps the slider specifies", and its hires
-    pass with explicit hires steps): the last `steps` steps of an int(steps/strength)-step schedule."""
-    if exact and strength > 0:
-        total = int(steps / min(strength, 0.999))
-        t_start, steps = total - steps, total
-    else:
-        t_start = max(steps - min(int(steps * strength), steps), 0)
-    scheduler.set_timesteps(steps, device=device)
-    timesteps = scheduler.timesteps[t_start * scheduler.order:]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(t_start * scheduler.order)
-    return timesteps, steps - t_start
 
 
 def masked_region(mask: Image.Image, pad: int, width: int, height: int):

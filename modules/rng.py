@@ -7,6 +7,10 @@ picture on any device; "GPU" puts them on the device the job runs on, where
 ancestral and SDE samplers then draw their per-step noise without a copy from
 the host (and a wait for the GPU) at every step.
 
+"NV" (A1111's name) computes on the CPU the numbers torch's CUDA generator gives for the seed
+(:mod:`modules.sampling.philox`), so pictures made on an NVIDIA card with A1111's default GPU
+source come out the same on any device.
+
 The same generators feed the noise of ancestral/SDE samplers after the initial
 noise; with an "Eta noise seed delta" (ENSD) they are first re-seeded with
 seed + ENSD, as A1111 does for its sampler noise.
@@ -16,6 +20,8 @@ from __future__ import annotations
 import random
 
 import torch
+
+from modules.sampling.philox import PhiloxGenerator
 
 MAX_SEED = 2**32 - 1
 
@@ -43,7 +49,7 @@ class ImageRNG:
     """Per-image generators for a batch: first draw = initial noise, later draws = sampler noise."""
 
     def __init__(self, shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0,
-                 device="cpu", ensd: int = 0):
+                 device="cpu", ensd: int = 0, source: str = "CPU"):
         self.shape = tuple(shape)  # (C, H, W) of one latent
         self.seeds = list(seeds)
         self.subseeds = list(subseeds) if subseeds is not None else [0] * len(self.seeds)
@@ -52,7 +58,18 @@ class ImageRNG:
         self.seed_resize_from_w = int(seed_resize_from_w or 0)
         self.device = torch.device(device)
         self.ensd = int(ensd or 0)
-        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in self.seeds]
+        self.nv = source == "NV"
+        self.generators = [self._generator(s) for s in self.seeds]
+
+    def _generator(self, seed: int):
+        if self.nv:
+            return PhiloxGenerator(int(seed))
+        return torch.Generator(self.device).manual_seed(int(seed))
+
+    def _randn(self, shape, gen) -> torch.Tensor:
+        if self.nv:
+            return gen.randn(shape).to(self.device)
+        return torch.randn(shape, generator=gen, device=self.device)
 
     def first(self) -> torch.Tensor:
         c, h, w = self.shape
@@ -62,15 +79,14 @@ class ImageRNG:
         for i, gen in enumerate(self.generators):
             sub = None
             if self.subseed_strength != 0:
-                sub_gen = torch.Generator(self.device).manual_seed(int(self.subseeds[i]))
-                sub = torch.randn(noise_shape, generator=sub_gen, device=self.device)
-            noise = torch.randn(noise_shape, generator=gen, device=self.device)
+                sub = self._randn(noise_shape, self._generator(self.subseeds[i]))
+            # as A1111: noise drawn at another size comes from a fresh generator, and the image's own
+            # generator draws the full-size base (so later sampler noise continues from the same state)
+            noise = self._randn(noise_shape, gen if noise_shape == self.shape else self._generator(self.seeds[i]))
             if sub is not None:
                 noise = slerp(self.subseed_strength, noise, sub)
             if noise_shape != self.shape:
-                base = torch.randn(self.shape, generator=torch.Generator(self.device).manual_seed(int(self.seeds[i])),
-                                   device=self.device)
-                noise = _paste_center(base, noise)
+                noise = _paste_center(self._randn(self.shape, gen), noise)
             xs.append(noise)
         if self.ensd:
             for gen, seed in zip(self.generators, self.seeds):
@@ -78,7 +94,7 @@ class ImageRNG:
         return torch.stack(xs)
 
     def next(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g, device=self.device) for g in self.generators])
+        return torch.stack([self._randn(self.shape, g) for g in self.generators])
 
 
 def _paste_center(base: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

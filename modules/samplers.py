@@ -1,155 +1,50 @@
-"""Sampler table: A1111 sampler names -> diffusers scheduler classes.
+"""Sampler table: A1111's sampler and schedule-type names, and how a pass is sampled.
 
-A1111 (v1.10) splits what users call a "sampler" into two parts:
+A1111 (v1.10) splits what users call a "sampler" into the sampler proper ("Euler a",
+"DPM++ 2M", ...) and the schedule type ("Automatic", "Karras", ...), i.e. how the noise
+levels are spaced over the steps.  Old infotexts and API clients still send combined
+names such as "DPM++ 2M Karras"; :func:`resolve_sampler` splits those.
 
-* the sampler proper ("Euler a", "DPM++ 2M", ...), and
-* the schedule type ("Automatic", "Karras", "Exponential", ...), i.e. how the
-  noise levels are spaced over the steps.
+Every sampler here is the algorithm A1111 runs, written in :mod:`modules.sampling` from the
+published definitions (not diffusers' schedulers, whose step grids and last steps differ
+from A1111's):
 
-Old infotexts and API clients still send combined names such as
-"DPM++ 2M Karras"; :func:`resolve_sampler` splits those.
+* k-diffusion samplers (Euler ... Restart, LCM) walk a sigma schedule; every schedule type
+  applies to every one of them, as in A1111.  "Automatic" means the sampler's A1111 default
+  (Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a, DPM2, DPM2 a, Restart; Exponential for the
+  DPM++ 2M/3M SDE family; otherwise the model's own spacing, k-diffusion's ``get_sigmas``).
+  DPM fast and DPM adaptive choose their own steps between the model's smallest and largest
+  sigma (A1111 passes them no schedule).
+* A1111's timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC) walk its
+  ``1 + k * (1000 // steps)`` grid; schedule types do not apply to them.
 
-Everything here is plain data plus a few pure functions.  The only code that
-touches diffusers is :func:`create_scheduler`, which builds a scheduler with
-``from_config`` from the model's own scheduler config (never from the hub).
-
-Mapping notes (what is exact and what is approximate):
-
-* Euler, Euler a, Heun, DPM2, DPM2 a, LMS, DPM++ 2M, DPM++ 2M SDE,
-  DPM++ 2M SDE Heun, DDIM, PLMS, UniPC, LCM map to the diffusers port of the
-  same algorithm.
-* DPM++ 3M SDE -> DPMSolverMultistepScheduler(solver_order=3,
-  algorithm_type="sde-dpmsolver++").  A1111 additionally drops the
-  penultimate sigma for this sampler (and for DPM2 / DPM2 a); diffusers'
-  schedulers have no such switch, so the step schedule differs slightly.
-* DPM++ 2S a: diffusers has no ancestral single-step DPM-Solver++.  The closest
-  available solver is the single-step, second-order, *stochastic*
-  DPMSolverSinglestepScheduler(solver_order=2, algorithm_type="sde-dpmsolver++"):
-  same step structure (two model calls per step, second order), and like the
-  ancestral original it injects fresh noise at each step.  The noise formula
-  is the SDE one, not the ancestral one, so images differ from A1111.
-* DPM++ SDE -> DPMSolverSDEScheduler, the direct port of k-diffusion's
-  sample_dpmpp_sde.  It needs the optional ``torchsde`` package; when that is
-  not installed the table falls back to the same single-step second-order SDE
-  solver used for DPM++ 2S a (documented in ``SamplerInfo.note``).
-* LMS needs ``scipy`` (diffusers integrates the LMS coefficients with it);
-  without scipy the sampler is listed in SAMPLERS but marked unavailable and
-  left out of :func:`sampler_names` / :func:`api_samplers`, just as A1111
-  hides samplers whose k-diffusion function is missing.
-* A1111 samplers with no diffusers counterpart are not offered:
-  DPM fast, DPM adaptive, Restart, DDIM CFG++.
-
-Schedule types map to scheduler config options (only offered for a sampler
-when its scheduler class accepts that option, checked on the class signature):
-
-* Uniform / Normal -> timestep_spacing="linspace" (k-diffusion's
-  ``get_sigmas(n)``: t from 999 down to 0, so sigma_max/sigma_min equal the
-  model's extremes, as in A1111).
-* Karras / Exponential / Beta -> use_karras_sigmas / use_exponential_sigmas /
-  use_beta_sigmas (plus linspace spacing where the class has it, so that the
-  sigma range is the model's full range, as A1111 uses).  Beta needs scipy.
-* SGM Uniform / Simple -> timestep_spacing="trailing" (both A1111 schedules
-  start at t=999 and step down by 1000/n).
-* DDIM -> timestep_spacing="leading", steps_offset=1 (t = 1, 1+1000//n, ...).
-* Polyexponential, KL Optimal, Align Your Steps have no diffusers config
-  switch and are not offered.
-* Automatic -> the sampler's A1111 default (Karras for DPM++ 2M, DPM++ SDE,
-  DPM++ 2S a, DPM2, DPM2 a; Exponential for DPM++ 2M SDE (Heun) and
-  DPM++ 3M SDE; Uniform for Euler, Euler a, LMS, Heun, UniPC; DDIM spacing for
-  DDIM and PLMS (A1111's timestep samplers use t = 1 + k*(1000//n)); LCM keeps
-  its own native schedule).
+:func:`plan_pass` turns (sampler, schedule type, steps, model, img2img strength) into a
+:class:`SamplingPass` that prepares the starting latent and runs the sampler on a
+classifier-free-guidance callable.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import importlib.util
-import inspect
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
-import diffusers
-from diffusers.utils import DummyObject
+import torch
+
+from modules.sampling import kdiffusion as K
+from modules.sampling import schedules as S
+from modules.sampling import timesteps as T
 
 __all__ = [
-    "SamplerInfo",
-    "ScheduleType",
-    "SamplerUnavailableError",
-    "SAMPLERS",
-    "SCHEDULE_TYPES",
-    "sampler_names",
-    "schedule_type_labels",
-    "find_sampler",
-    "find_schedule_type",
-    "resolve_sampler",
-    "effective_schedule_type",
-    "schedule_types_for",
-    "create_scheduler",
-    "api_samplers",
-    "api_schedulers",
+    "SamplerInfo", "ScheduleType", "SamplerUnavailableError", "SAMPLERS", "SCHEDULE_TYPES",
+    "sampler_names", "schedule_type_labels", "find_sampler", "find_schedule_type", "resolve_sampler",
+    "effective_schedule_type", "schedule_types_for", "api_samplers", "api_schedulers",
+    "SamplingPass", "plan_pass", "img2img_steps",
 ]
-
-_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
 class SamplerUnavailableError(ValueError):
     """The sampler/schedule exists in the table but needs a package that is not installed."""
-
-
-# --------------------------------------------------------------------------------------
-# class introspection (what config options a scheduler class accepts)
-# --------------------------------------------------------------------------------------
-
-def _is_dummy(cls: type) -> bool:
-    """diffusers replaces classes whose optional backend is missing with dummies."""
-    return isinstance(cls, DummyObject)
-
-
-def _missing_backends(cls: type) -> tuple[str, ...]:
-    if not _is_dummy(cls):
-        return ()
-    backends = getattr(cls, "_backends", ())
-    return tuple(b for b in backends if b != "torch" and importlib.util.find_spec(b) is None)
-
-
-def _init_params_from_source(cls_name: str) -> frozenset[str]:
-    """Read ``__init__`` parameter names of a diffusers scheduler class from its source.
-
-    Used for classes that diffusers swapped for a dummy (missing optional backend):
-    their real module cannot be imported, but its source can still be parsed.
-    """
-    spec = importlib.util.find_spec("diffusers.schedulers")
-    if spec is None or not spec.submodule_search_locations:
-        return frozenset()
-    for folder in spec.submodule_search_locations:
-        for fname in sorted(os.listdir(folder)):
-            if not fname.startswith("scheduling_") or not fname.endswith(".py"):
-                continue
-            path = os.path.join(folder, fname)
-            with open(path, encoding="utf-8") as fh:
-                src = fh.read()
-            if f"class {cls_name}(" not in src:
-                continue
-            tree = ast.parse(src)
-            for node in tree.body:
-                if isinstance(node, ast.ClassDef) and node.name == cls_name:
-                    for item in node.body:
-                        if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                            args = item.args
-                            names = [a.arg for a in args.args + args.kwonlyargs]
-                            return frozenset(n for n in names if n != "self")
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=None)
-def _accepted_options(cls: type) -> frozenset[str]:
-    if _is_dummy(cls):
-        return _init_params_from_source(cls.__name__)
-    params = inspect.signature(cls.__init__).parameters
-    return frozenset(k for k in params if k != "self")
 
 
 # --------------------------------------------------------------------------------------
@@ -163,8 +58,6 @@ class ScheduleType:
     aliases: tuple[str, ...] = ()
     default_rho: float = -1
     need_inner_model: bool = False
-    kwargs: Mapping[str, Any] = field(default_factory=dict)   # scheduler config overrides
-    option: str | None = None     # config option the scheduler class must accept to offer this type
     requires: str | None = None   # python package needed at runtime (e.g. "scipy")
 
     @property
@@ -174,25 +67,17 @@ class ScheduleType:
 
 SCHEDULE_TYPES: list[ScheduleType] = [
     ScheduleType("automatic", "Automatic"),
-    ScheduleType("uniform", "Uniform", need_inner_model=True,
-                 kwargs={"timestep_spacing": "linspace"}, option="timestep_spacing"),
-    ScheduleType("karras", "Karras", default_rho=7.0,
-                 kwargs={"use_karras_sigmas": True, "timestep_spacing": "linspace"},
-                 option="use_karras_sigmas"),
-    ScheduleType("exponential", "Exponential",
-                 kwargs={"use_exponential_sigmas": True, "timestep_spacing": "linspace"},
-                 option="use_exponential_sigmas"),
-    ScheduleType("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), need_inner_model=True,
-                 kwargs={"timestep_spacing": "trailing"}, option="timestep_spacing"),
-    ScheduleType("simple", "Simple", need_inner_model=True,
-                 kwargs={"timestep_spacing": "trailing"}, option="timestep_spacing"),
-    ScheduleType("normal", "Normal", need_inner_model=True,
-                 kwargs={"timestep_spacing": "linspace"}, option="timestep_spacing"),
-    ScheduleType("ddim", "DDIM", need_inner_model=True,
-                 kwargs={"timestep_spacing": "leading", "steps_offset": 1}, option="timestep_spacing"),
-    ScheduleType("beta", "Beta", need_inner_model=True,
-                 kwargs={"use_beta_sigmas": True, "timestep_spacing": "linspace"},
-                 option="use_beta_sigmas", requires="scipy"),
+    ScheduleType("uniform", "Uniform", need_inner_model=True),
+    ScheduleType("karras", "Karras", default_rho=7.0),
+    ScheduleType("exponential", "Exponential"),
+    ScheduleType("polyexponential", "Polyexponential", default_rho=1.0),
+    ScheduleType("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), need_inner_model=True),
+    ScheduleType("kl_optimal", "KL Optimal"),
+    ScheduleType("align_your_steps", "Align Your Steps"),
+    ScheduleType("simple", "Simple", need_inner_model=True),
+    ScheduleType("normal", "Normal", need_inner_model=True),
+    ScheduleType("ddim", "DDIM", need_inner_model=True),
+    ScheduleType("beta", "Beta", need_inner_model=True, requires="scipy"),
 ]
 
 _SCHEDULE_BY_NAME = {s.name: s for s in SCHEDULE_TYPES}
@@ -207,95 +92,72 @@ AUTOMATIC = _SCHEDULE_BY_NAME["automatic"]
 class SamplerInfo:
     name: str
     aliases: tuple[str, ...]
-    scheduler_cls: type
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)   # A1111 sampler options
-    default_schedule: str | None = "uniform"   # what "Automatic" means; None = class's own schedule
-    native_uniform: bool = False   # class has no timestep_spacing but already spaces uniformly
-    ignored_options: frozenset[str] = frozenset()   # accepted by __init__ but not used by set_timesteps
+    fn: Callable
+    kind: str = "sigmas"            # "sigmas" (k-diffusion), "range" (DPM fast/adaptive), "timesteps"
+    options: Mapping[str, Any] = field(default_factory=dict)   # A1111's sampler options (API shape)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)    # passed to fn
+    eta: str | None = None           # "ancestral": A1111's eta_ancestral (1.0); "ddim": eta_ddim
+    brownian: bool = False           # noise from a Brownian tree per image seed
+    requires: tuple[str, ...] = ()
     note: str = ""
 
     @property
-    def accepted_options(self) -> frozenset[str]:
-        return _accepted_options(self.scheduler_cls) - self.ignored_options
+    def default_schedule(self) -> str | None:
+        """What "Automatic" means: A1111's `scheduler` option; None = the model's own spacing."""
+        return self.options.get("scheduler")
 
     @property
     def missing_packages(self) -> tuple[str, ...]:
-        return _missing_backends(self.scheduler_cls)
+        return tuple(p for p in self.requires if importlib.util.find_spec(p) is None)
 
     @property
     def available(self) -> bool:
         return not self.missing_packages
 
-
-def _sde_class() -> tuple[type, dict, str]:
-    cls = diffusers.DPMSolverSDEScheduler
-    if not _missing_backends(cls):
-        return cls, {}, "DPMSolverSDEScheduler (port of k-diffusion sample_dpmpp_sde)."
-    return (
-        diffusers.DPMSolverSinglestepScheduler,
-        {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"},
-        "torchsde is not installed: using DPMSolverSinglestepScheduler(solver_order=2, "
-        "algorithm_type='sde-dpmsolver++'), a single-step second-order SDE solver, "
-        "instead of DPMSolverSDEScheduler.",
-    )
+    @property
+    def discard_penultimate(self) -> bool:
+        return bool(self.options.get("discard_next_to_last_sigma"))
 
 
-def _build_samplers() -> list[SamplerInfo]:
-    sde_cls, sde_kwargs, sde_note = _sde_class()
-    singlestep_sde = {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}
-    d = diffusers
-    return [
-        SamplerInfo("DPM++ 2M", ("k_dpmpp_2m",), d.DPMSolverMultistepScheduler,
-                    {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                    {"scheduler": "karras"}, default_schedule="karras"),
-        SamplerInfo("DPM++ SDE", ("k_dpmpp_sde",), sde_cls, sde_kwargs,
-                    {"scheduler": "karras", "second_order": True, "brownian_noise": True},
-                    default_schedule="karras",
-                    native_uniform=sde_cls is d.DPMSolverSinglestepScheduler, note=sde_note),
-        SamplerInfo("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), d.DPMSolverMultistepScheduler,
-                    {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-                    {"scheduler": "exponential", "brownian_noise": True},
-                    default_schedule="exponential"),
-        SamplerInfo("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), d.DPMSolverMultistepScheduler,
-                    {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
-                    {"scheduler": "exponential", "brownian_noise": True, "solver_type": "heun"},
-                    default_schedule="exponential"),
-        SamplerInfo("DPM++ 2S a", ("k_dpmpp_2s_a",), d.DPMSolverSinglestepScheduler, singlestep_sde,
-                    {"scheduler": "karras", "uses_ensd": True, "second_order": True},
-                    default_schedule="karras", native_uniform=True,
-                    note="No ancestral single-step DPM-Solver++ in diffusers: uses the stochastic "
-                         "single-step second-order DPMSolverSinglestepScheduler (sde-dpmsolver++)."),
-        SamplerInfo("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), d.DPMSolverMultistepScheduler,
-                    {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
-                    {"scheduler": "exponential", "discard_next_to_last_sigma": True, "brownian_noise": True},
-                    default_schedule="exponential",
-                    note="A1111 also discards the penultimate sigma; not reproduced."),
-        SamplerInfo("Euler a", ("k_euler_a", "k_euler_ancestral"), d.EulerAncestralDiscreteScheduler, {},
-                    {"uses_ensd": True}),
-        SamplerInfo("Euler", ("k_euler",), d.EulerDiscreteScheduler, {}, {}),
-        SamplerInfo("LMS", ("k_lms",), d.LMSDiscreteScheduler, {}, {}),
-        SamplerInfo("Heun", ("k_heun",), d.HeunDiscreteScheduler, {}, {"second_order": True}),
-        SamplerInfo("DPM2", ("k_dpm_2",), d.KDPM2DiscreteScheduler, {},
-                    {"scheduler": "karras", "discard_next_to_last_sigma": True, "second_order": True},
-                    default_schedule="karras"),
-        SamplerInfo("DPM2 a", ("k_dpm_2_a",), d.KDPM2AncestralDiscreteScheduler, {},
-                    {"scheduler": "karras", "discard_next_to_last_sigma": True, "uses_ensd": True,
-                     "second_order": True},
-                    default_schedule="karras"),
-        # no x0 clipping: A1111's DDIM does not clip, and diffusers' pipelines switch it off too
-        SamplerInfo("DDIM", ("ddim",), d.DDIMScheduler, {"clip_sample": False}, {}, default_schedule="ddim"),
-        SamplerInfo("PLMS", ("plms",), d.PNDMScheduler, {"skip_prk_steps": True}, {},
-                    default_schedule="ddim"),
-        SamplerInfo("UniPC", ("unipc",), d.UniPCMultistepScheduler,
-                    {"solver_order": 3, "solver_type": "bh1", "lower_order_final": True}, {},
-                    note="A1111 defaults: order 3, variant bh1, lower order final."),
-        SamplerInfo("LCM", ("k_lcm",), d.LCMScheduler, {}, {}, default_schedule=None,
-                    ignored_options=frozenset({"timestep_spacing"})),
-    ]
+def _k(name, aliases, fn, options=None, **kw) -> SamplerInfo:
+    return SamplerInfo(name, tuple(aliases), fn, "sigmas", options or {}, **kw)
 
 
-SAMPLERS: list[SamplerInfo] = _build_samplers()
+SAMPLERS: list[SamplerInfo] = [
+    _k("DPM++ 2M", ["k_dpmpp_2m"], K.dpmpp_2m, {"scheduler": "karras"}),
+    _k("DPM++ SDE", ["k_dpmpp_sde"], K.dpmpp_sde,
+       {"scheduler": "karras", "second_order": True, "brownian_noise": True},
+       eta="ancestral", brownian=True, requires=("torchsde",)),
+    _k("DPM++ 2M SDE", ["k_dpmpp_2m_sde"], K.dpmpp_2m_sde, {"scheduler": "exponential", "brownian_noise": True},
+       eta="ancestral", brownian=True, requires=("torchsde",)),
+    _k("DPM++ 2M SDE Heun", ["k_dpmpp_2m_sde_heun"], K.dpmpp_2m_sde,
+       {"scheduler": "exponential", "brownian_noise": True, "solver_type": "heun"},
+       kwargs={"solver_type": "heun"}, eta="ancestral", brownian=True, requires=("torchsde",)),
+    _k("DPM++ 2S a", ["k_dpmpp_2s_a"], K.dpmpp_2s_ancestral,
+       {"scheduler": "karras", "uses_ensd": True, "second_order": True}, eta="ancestral"),
+    _k("DPM++ 3M SDE", ["k_dpmpp_3m_sde"], K.dpmpp_3m_sde,
+       {"scheduler": "exponential", "discard_next_to_last_sigma": True, "brownian_noise": True},
+       eta="ancestral", brownian=True, requires=("torchsde",)),
+    _k("Euler a", ["k_euler_a", "k_euler_ancestral"], K.euler_ancestral, {"uses_ensd": True}, eta="ancestral"),
+    _k("Euler", ["k_euler"], K.euler),
+    _k("LMS", ["k_lms"], K.lms, requires=("scipy",)),
+    _k("Heun", ["k_heun"], K.heun, {"second_order": True}),
+    _k("DPM2", ["k_dpm_2"], K.dpm_2, {"scheduler": "karras", "discard_next_to_last_sigma": True, "second_order": True}),
+    _k("DPM2 a", ["k_dpm_2_a"], K.dpm_2_ancestral,
+       {"scheduler": "karras", "discard_next_to_last_sigma": True, "uses_ensd": True, "second_order": True},
+       eta="ancestral"),
+    SamplerInfo("DPM fast", ("k_dpm_fast",), K.dpm_fast, "range", {"uses_ensd": True}, eta="ancestral"),
+    SamplerInfo("DPM adaptive", ("k_dpm_ad",), K.dpm_adaptive, "range", {"uses_ensd": True}, eta="ancestral"),
+    _k("Restart", ["restart"], K.restart, {"scheduler": "karras", "second_order": True}),
+    SamplerInfo("DDIM", ("ddim",), T.ddim, "timesteps", eta="ddim"),
+    SamplerInfo("DDIM CFG++", ("ddim_cfgpp",), T.ddim, "timesteps", kwargs={"cfgpp": True}, eta="ddim"),
+    SamplerInfo("PLMS", ("plms",), T.plms, "timesteps"),
+    SamplerInfo("UniPC", ("unipc",), T.unipc, "timesteps",
+                kwargs={"variant": "bh1", "order": 3, "lower_order_final": True},
+                note="A1111 defaults: order 3, variant bh1, lower order final; below 3 steps the order is "
+                     "lowered to the step count (A1111 refuses such runs)."),
+    _k("LCM", ["k_lcm"], K.lcm),
+]
 
 # Old A1111 aliases of the pre-1.8 combined "<sampler> <schedule>" entries.
 _LEGACY_ALIASES: dict[str, tuple[str, str]] = {
@@ -364,22 +226,12 @@ def _split_combined(name: str) -> tuple[SamplerInfo, ScheduleType] | None:
 
 
 def schedule_types_for(sampler: SamplerInfo | str, include_unavailable: bool = False) -> list[ScheduleType]:
-    """Schedule types this sampler's scheduler class can honour (Automatic first)."""
+    """Schedule types that change this sampler's steps (Automatic first): all of them for the
+    k-diffusion samplers, only Automatic for the timestep samplers and DPM fast/adaptive."""
     info = sampler if isinstance(sampler, SamplerInfo) else _resolve_name(sampler)[0]
-    accepted = info.accepted_options
-    out = []
-    for sched in SCHEDULE_TYPES:
-        if sched is AUTOMATIC:
-            ok = True
-        elif sched.option in accepted:
-            ok = True
-        elif sched.name == "uniform" and info.native_uniform:
-            ok = True
-        else:
-            ok = False
-        if ok and (include_unavailable or sched.available):
-            out.append(sched)
-    return out
+    if info.kind != "sigmas":
+        return [AUTOMATIC]
+    return [s for s in SCHEDULE_TYPES if include_unavailable or s.available]
 
 
 def _unknown_sampler(name: str) -> ValueError:
@@ -404,11 +256,10 @@ def _resolve_name(name: str) -> tuple[SamplerInfo, ScheduleType | None]:
 def resolve_sampler(name: str, schedule_type: str | None = None) -> tuple[SamplerInfo, ScheduleType]:
     """Resolve a sampler name/alias (case-insensitive) plus optional schedule type.
 
-    Combined names ("DPM++ 2M Karras", "k_dpmpp_2m_ka") carry their own schedule
-    type, which wins over ``schedule_type`` (as in A1111).  The schedule type is
-    returned as named (Automatic stays Automatic; see :func:`effective_schedule_type`).
-    Raises ValueError for unknown names and for combinations the scheduler class
-    cannot honour.
+    Combined names ("DPM++ 2M Karras", "k_dpmpp_2m_ka") carry their own schedule type, which
+    wins over ``schedule_type`` (as in A1111).  The schedule type is returned as named
+    (Automatic stays Automatic; see :func:`effective_schedule_type`).  Raises ValueError for
+    unknown names and for a schedule type the sampler does not use.
     """
     info, from_name = _resolve_name(name)
     if from_name is not None:
@@ -416,57 +267,201 @@ def resolve_sampler(name: str, schedule_type: str | None = None) -> tuple[Sample
     else:
         sched = find_schedule_type(schedule_type)
         if sched is None:
-            raise ValueError(
-                f"Unknown schedule type '{schedule_type}'. Valid schedule types: "
-                f"{', '.join(schedule_type_labels())}"
-            )
+            raise ValueError(f"Unknown schedule type '{schedule_type}'. Valid schedule types: "
+                             f"{', '.join(schedule_type_labels())}")
     allowed = schedule_types_for(info, include_unavailable=True)
     if sched not in allowed:
-        raise ValueError(
-            f"Schedule type '{sched.label}' is not supported by sampler '{info.name}' "
-            f"({info.scheduler_cls.__name__}). Valid schedule types for it: "
-            f"{', '.join(s.label for s in allowed if s.available)}"
-        )
+        raise ValueError(f"Schedule type '{sched.label}' is not used by sampler '{info.name}', which sets its own "
+                         f"steps. Valid schedule types for it: {', '.join(s.label for s in allowed)}")
     return info, sched
 
 
 def effective_schedule_type(sampler: SamplerInfo, schedule: ScheduleType) -> ScheduleType | None:
-    """Automatic -> the sampler's default; None means 'the class's own schedule'."""
+    """Automatic -> the sampler's A1111 default; None means the model's own spacing (A1111 then
+    writes no "Schedule type") or a sampler that sets its own steps."""
+    if sampler.kind != "sigmas":
+        return None
     if schedule is not AUTOMATIC:
         return schedule
-    if sampler.default_schedule is None:
-        return None
-    return _SCHEDULE_BY_NAME[sampler.default_schedule]
+    return _SCHEDULE_BY_NAME[sampler.default_schedule] if sampler.default_schedule else None
 
 
-def create_scheduler(sampler_name: str, schedule_type: str | None, base_config: Mapping[str, Any]):
-    """Build the diffusers scheduler for an A1111 sampler + schedule type.
+# --------------------------------------------------------------------------------------
+# running a pass
+# --------------------------------------------------------------------------------------
 
-    ``base_config`` is the model's scheduler config (num_train_timesteps, beta_*,
-    prediction_type, ...).  Works offline: only ``from_config`` is used.
-    """
-    info, sched = resolve_sampler(sampler_name, schedule_type)
-    if not info.available:
-        raise SamplerUnavailableError(
-            f"Sampler '{info.name}' needs the python package(s) {', '.join(info.missing_packages)}, "
-            f"which are not installed."
-        )
-    effective = effective_schedule_type(info, sched)
-    if effective is not None and not effective.available:
-        raise SamplerUnavailableError(
-            f"Schedule type '{effective.label}' needs the python package '{effective.requires}', "
-            f"which is not installed."
-        )
+def img2img_steps(steps: int, strength: float, exact: bool) -> tuple[int, int]:
+    """A1111's (schedule length, t_enc) of an img2img pass: it runs the last t_enc + 1 steps of a
+    `steps`-step schedule; `exact` (the img2img_fix_steps setting, hires with its own steps) stretches
+    the schedule so exactly `steps` steps run."""
+    if exact:
+        total = int(steps / min(strength, 0.999)) if strength > 0 else 0
+        return total, steps - 1
+    return steps, int(min(strength, 0.999) * steps)
 
-    accepted = info.accepted_options
-    config = {k: v for k, v in dict(base_config).items() if k in accepted and not k.startswith("_")}
-    for flag in _SIGMA_FLAGS:
-        if flag in accepted:
-            config[flag] = False
-    if effective is not None:
-        config.update({k: v for k, v in effective.kwargs.items() if k in accepted})
-    config.update(info.kwargs)
-    return info.scheduler_cls.from_config(config)
+
+@dataclass
+class ModelParams:
+    """What a pass needs to know of the model: its noise levels and what its UNet predicts."""
+    alphas_cumprod: torch.Tensor
+    prediction: str = "epsilon"     # or "v_prediction"
+    is_sdxl: bool = False
+
+
+@dataclass
+class SamplingPass:
+    info: SamplerInfo
+    model: ModelParams
+    sigmas: torch.Tensor | None = None       # the levels this pass walks (k-diffusion, DPM fast/adaptive)
+    timesteps: torch.Tensor | None = None    # the grid this pass walks (timestep samplers)
+    start_level: float = 0.0                 # sigma (or timestep) the starting latent is noised to
+    img2img: bool = False
+    eta: float = 1.0
+    options: dict = field(default_factory=dict)
+    empty: bool = False                      # img2img at strength 0 with exact steps: no step at all
+
+    @property
+    def steps(self) -> int:
+        """Sampler steps (progress callbacks) this pass makes; DPM adaptive: an estimate."""
+        if self.empty:
+            return 0
+        if self.info.kind == "timesteps":
+            n = len(self.timesteps)
+            return n if self.info.fn is T.unipc else max(n - 1, 0)
+        if self.info.fn is K.restart:
+            return len(K.restart_plan(self.sigmas))
+        return len(self.sigmas) - 1
+
+    def start(self, noise: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting latent: noise scaled to the first level (txt2img) or the image latent noised to it."""
+        if self.empty and x0 is not None:
+            return x0
+        if self.info.kind == "timesteps":
+            if x0 is None:
+                return noise
+            a = self.model.alphas_cumprod[int(self.start_level)]
+            return x0 * a.sqrt() + noise * (1 - a).sqrt()
+        return noise * self.start_level if x0 is None else x0 + noise * self.start_level
+
+    def run(self, guided: Callable, x: torch.Tensor, noise: K.Noise, step: Callable,
+            blend: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run the sampler. `guided(x_in, t, cfg_mult)` returns (CFG-combined model output, unconditional
+        output) for the UNet input x_in at timestep t; `blend` = (image latent, keep mask) for inpainting."""
+        if self.empty:
+            return x
+        kw = dict(self.info.kwargs)
+        kw.update(self.options)
+        if self.info.eta is not None:
+            kw["eta"] = self.eta
+        if self.info.kind == "timesteps":
+            model = _eps_model(guided, self.model, blend, cfgpp=bool(kw.get("cfgpp")))
+            if len(self.timesteps) == 0:
+                return x
+            if self.info.fn is T.unipc:
+                kw.pop("eta", None)
+                kw["is_img2img"] = self.img2img
+            if self.info.fn is T.plms:
+                kw.pop("eta", None)
+            # the coefficient tables stay on the CPU: the samplers read them as numbers, never from the device
+            return self.info.fn(model, x, self.timesteps, self.model.alphas_cumprod, noise=noise, step=step, **kw)
+        lcm = self.info.fn is K.lcm
+        ms = S.LCMSigmas(self.model.alphas_cumprod) if lcm else S.ModelSigmas(self.model.alphas_cumprod)
+        model = _denoiser(guided, ms, self.model.prediction, blend, lcm=lcm)
+        if self.info.kind == "range":
+            lo, hi = (self.sigmas[-2], self.sigmas[0]) if self.img2img else (ms.sigma_min, ms.sigma_max)
+            if self.info.fn is K.dpm_fast:
+                return K.dpm_fast(model, x, lo, hi, len(self.sigmas) - 1, noise=noise, step=step, **kw)
+            return K.dpm_adaptive(model, x, lo, hi, noise=noise, step=step, **kw)
+        return self.info.fn(model, x, self.sigmas, noise=noise, step=step, **kw)
+
+
+def _denoiser(guided: Callable, ms: S.ModelSigmas, prediction: str, blend, lcm: bool = False):
+    """k-diffusion's CompVis(V)Denoiser around the guided UNet: model(x, sigma) -> denoised latent.
+    Sigma and t stay CPU scalars (no wait for the GPU); t reaches the UNet by a non-blocking copy."""
+    def model(x, sigma):
+        sig = torch.as_tensor(sigma, dtype=torch.float32).cpu()
+        t = ms.sigma_to_t(sig)
+        if prediction == "v_prediction" and not lcm:
+            out = guided(x / (sig ** 2 + 1) ** 0.5, t)[0]
+            denoised = x / (sig ** 2 + 1) + out * (-sig / (sig ** 2 + 1) ** 0.5)
+        else:
+            eps = guided(x / (sig ** 2 + 1) ** 0.5, t)[0]
+            denoised = x - eps * sig
+            if lcm:  # LCM's boundary condition, in its 10x timestep units (sigma_data 0.5)
+                st = t.float() * 10.0
+                denoised = st / (st ** 2 + 0.25) ** 0.5 * denoised + 0.25 / (st ** 2 + 0.25) * x
+        if blend is not None:
+            image, keep = blend
+            denoised = image * keep + (1 - keep) * denoised
+        return denoised
+    return model
+
+
+def _eps_model(guided: Callable, mp: ModelParams, blend, cfgpp: bool):
+    """A1111's timestep denoiser: the guided UNet's noise prediction (v turned into noise); the
+    inpainting blend happens before the model sees x."""
+    on_device: dict = {}
+
+    def to_eps(out, x, t):
+        if mp.prediction != "v_prediction":
+            return out
+        if x.device not in on_device:
+            on_device[x.device] = mp.alphas_cumprod.to(x.device)
+        a = on_device[x.device][t.to(torch.int64)].reshape(-1, 1, 1, 1)
+        return a.sqrt() * out + (1 - a).sqrt() * x
+
+    def model(x, t):
+        if blend is not None:
+            image, keep = blend
+            x = image * keep + (1 - keep) * x
+        if cfgpp:
+            out, uncond = guided(x, t, 1 / 12.5)
+            return to_eps(out, x, t), to_eps(uncond, x, t)
+        return to_eps(guided(x, t)[0], x, t)
+    return model
+
+
+def plan_pass(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model: ModelParams, *,
+              strength: float | None = None, exact: bool = False, eta: float | None = None,
+              rho: float | None = None) -> SamplingPass:
+    """The pass A1111 runs: txt2img when `strength` is None, else img2img (A1111's step rules)."""
+    if not sampler.available:
+        raise SamplerUnavailableError(f"Sampler '{sampler.name}' needs the python package(s) "
+                                      f"{', '.join(sampler.missing_packages)}, which are not installed.")
+    total, t_enc = (steps, None) if strength is None else img2img_steps(steps, strength, exact)
+    if t_enc is not None and total <= 0:  # nothing to denoise: the image as it is
+        return SamplingPass(sampler, model, sigmas=torch.zeros(1), timesteps=torch.zeros(0, dtype=torch.int64),
+                            img2img=True, empty=True)
+    if sampler.kind == "timesteps":
+        ts = T.a1111_timesteps(max(total, 1))
+        eta_v = 0.0 if eta is None else float(eta)
+        if t_enc is None:
+            return SamplingPass(sampler, model, timesteps=ts, start_level=float(ts[-1]), eta=eta_v)
+        return SamplingPass(sampler, model, timesteps=ts[:t_enc], start_level=float(ts[t_enc]), img2img=True,
+                            eta=eta_v)
+    sigmas = make_sigmas(sampler, schedule, max(total, 1), model, rho=rho)
+    if t_enc is not None:
+        sigmas = sigmas[total - t_enc - 1:]
+    return SamplingPass(sampler, model, sigmas=sigmas, start_level=float(sigmas[0]), img2img=t_enc is not None,
+                        eta=1.0 if eta is None else float(eta))
+
+
+def make_sigmas(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model: ModelParams,
+                rho: float | None = None) -> torch.Tensor:
+    """A1111's get_sigmas: the schedule type (Automatic: the sampler's default, else the model's own
+    spacing) over the model's sigma range, one step longer and the penultimate level dropped for
+    DPM2, DPM2 a and DPM++ 3M SDE."""
+    eff = effective_schedule_type(sampler, schedule) if sampler.kind == "sigmas" else None
+    if eff is not None and not eff.available:
+        raise SamplerUnavailableError(f"Schedule type '{eff.label}' needs the python package '{eff.requires}', "
+                                      f"which is not installed.")
+    n = steps + 1 if sampler.discard_penultimate else steps
+    ms = S.LCMSigmas(model.alphas_cumprod) if sampler.fn is K.lcm else S.ModelSigmas(model.alphas_cumprod)
+    if eff is None:
+        sigmas = ms.get_sigmas(n)
+    else:
+        sigmas = S.SCHEDULES[eff.name](n, ms, S.ScheduleContext(is_sdxl=model.is_sdxl, rho=rho or None))
+    return S.discard_penultimate(sigmas) if sampler.discard_penultimate else sigmas
 
 
 # --------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_txt2img_shape_seeds_and_infotext(env):
     assert info["sd_model_name"] == "tiny" and info["interrupted"] is False and info["warnings"] == []
     assert len(info["infotexts"]) == 3  # one per returned image, the grid's (the first image's) first
     first = info["infotexts"][1]
-    assert first == ("a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, Schedule type: Uniform, "
+    assert first == ("a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, "
                      f"CFG scale: 7, Seed: 1234, Size: 64x64, Model hash: {titles[0][-11:-1]}, Model: tiny, "
                      f"RNG: CPU, Version: {processing.VERSION}")
     assert info["infotexts"][0] == first and "Seed: 1235" in info["infotexts"][2]

@@ -71,7 +71,7 @@ def test_txt2img_img2img_png_info(served, api):
     assert r.info["index_of_first_image"] == 1
     assert r.info["all_seeds"] == [42, 43] and r.info["seed"] == 42
     text = r.info["infotexts"][0]
-    assert text.startswith("a lighthouse\nNegative prompt: fog\nSteps: 2, Sampler: Euler a, Schedule type: Uniform, "
+    assert text.startswith("a lighthouse\nNegative prompt: fog\nSteps: 2, Sampler: Euler a, "
                            "CFG scale: 5, Seed: 42, Size: 64x64, Model hash: ")
     assert r.image.info["parameters"] == text and r.images[1].info["parameters"] == text
     assert r.parameters["prompt"] == "a lighthouse" and r.parameters["sampler_name"] == "Euler a"

@@ -128,6 +128,7 @@ def test_compile_setting_wraps_the_unet(tmp_path):
     ("sd1", "Euler", "Automatic", "CPU"), ("sdxl", "Euler", "Automatic", "CPU"),
     ("sd1", "DPM++ 2M", "Karras", "CPU"),   # the UI's default sampler
     ("sd1", "Euler a", "Automatic", "GPU"),  # per-step noise drawn on the GPU: no copy from the host
+    ("sd1", "UniPC", "Automatic", "CPU"), ("sd1", "DDIM", "Automatic", "CPU"), ("sd1", "Heun", "Karras", "CPU"),
 ])
 def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch, sampler, scheduler, rng_source):
     """From the end of step 1 to the start of the last step, nothing waits for the GPU: CUDA's sync debug
@@ -243,3 +244,17 @@ def test_preview_is_the_fitted_map_and_runs_no_torch_kernel(tmp_path):
     assert got.shape == (48, 80, 3)
     assert np.array_equal(got[::8, ::8], ref) and np.array_equal(got[7::8, 7::8], ref)
     assert len(np.unique(ref.reshape(-1, 3), axis=0)) > 10  # a picture of the latents, not one flat colour
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("seed", [0, 1, 1234, 3_000_000_000])
+@pytest.mark.parametrize("shape", [(4, 8, 8), (4, 64, 64), (4, 128, 128)])
+def test_nv_source_equals_cuda_randn(seed, shape):
+    """A1111's "NV" numbers are torch's CUDA randn: the first draw of a seeded generator and the next ones."""
+    from modules.sampling.philox import PhiloxGenerator
+
+    gen = torch.Generator("cuda").manual_seed(seed)
+    nv = PhiloxGenerator(seed)
+    for _ in range(3):
+        cuda = torch.randn(shape, generator=gen, device="cuda").cpu()
+        assert torch.allclose(nv.randn(shape), cuda, atol=1e-5)

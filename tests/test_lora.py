@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from modules import extra_networks, infotext, lora, rng, samplers
+from modules import extra_networks, infotext, lora, rng
+from tests.diffusers_schedulers import diffusers_scheduler
 from modules.options import Options
 from modules.processing import GenerationRequest, Processor
 from modules.prompt_parser import parse_extra_networks
@@ -62,7 +63,7 @@ def diffusers_image(lora_file, prompt, scale, seed=11, steps=4, negative="ugly",
     import diffusers
 
     comps = build_tiny_components("sd1", seed=0)  # a fresh copy: diffusers wraps the modules it patches
-    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = diffusers.StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer,
                                              unet=comps.unet, scheduler=sched, safety_checker=None,
                                              feature_extractor=None, requires_safety_checker=False)

@@ -1,6 +1,7 @@
 """The generation engine: agreement with diffusers' pipelines, seeds, requests, bad input."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ from PIL import Image
 from modules import infotext, processing, rng, samplers
 from modules.options import Options
 from modules.processing import GenerationRequest, Processor, RequestError
+from modules.sampling.schedules import alphas_cumprod_from_config
 from modules.sd_models import CheckpointInfo, LoadedModel
 from modules.tiny_models import build_tiny_components
+from tests.diffusers_schedulers import diffusers_scheduler
 
 TOL = 1e-3  # max abs difference of pixels in [0, 1]
 
@@ -57,14 +60,15 @@ def sd_pipeline(comps, cls_name, scheduler):
     return pipe
 
 
-@pytest.mark.parametrize("sampler,schedule", [("Euler", "Automatic"), ("DDIM", "Automatic"), ("DPM++ 2M", "Karras")])
+@pytest.mark.parametrize("sampler,schedule", [("Euler", "Automatic"), ("Heun", "Automatic")])
 def test_txt2img_equals_diffusers_sd1(models, sampler, schedule):
     comps = models["sd1"]
     req = GenerationRequest(prompt="a red circle on a blue background", negative_prompt="ugly, blurry",
                             sampler_name=sampler, scheduler=schedule, steps=8, cfg_scale=6.5, width=64, height=64,
                             seed=1234, batch_size=2)
     ours = run_engine(comps, req)
-    sched = samplers.create_scheduler(sampler, schedule, comps.spec.scheduler_config)
+    sched = diffusers_scheduler(sampler if schedule == "Automatic" else f"{sampler} {schedule}",
+                                comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionPipeline", sched)
     ref = pipe(prompt=req.prompt, negative_prompt=req.negative_prompt, num_inference_steps=8, guidance_scale=6.5,
                height=64, width=64, num_images_per_prompt=2, latents=noise_for(comps, req), output_type="pt").images
@@ -77,7 +81,7 @@ def test_txt2img_equals_diffusers_sdxl(models):
     req = GenerationRequest(prompt="a small yellow triangle", negative_prompt="", sampler_name="Euler",
                             steps=6, cfg_scale=5.0, width=64, height=64, seed=77)
     ours = run_engine(comps, req)
-    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionXLPipeline", sched)
     # A1111 (and we) zero an empty SDXL negative prompt, which diffusers does for negative_prompt=None
     ref = pipe(prompt=req.prompt, negative_prompt=None, num_inference_steps=6, guidance_scale=5.0, height=64,
@@ -95,9 +99,10 @@ def test_img2img_equals_diffusers(models):
     proc = Processor(loaded_for(comps), Options().snapshot())
     with torch.inference_mode():
         init_latents = proc.encode(processing.pil_to_tensor(init))
-    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+    sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionImg2ImgPipeline", sched)
-    ref = pipe(prompt=req.prompt, negative_prompt="", image=init_latents, strength=0.6, num_inference_steps=10,
+    # A1111 runs int(0.6 * 10) + 1 = 7 steps of a 10-step schedule: diffusers' strength 0.7 runs the same 7
+    ref = pipe(prompt=req.prompt, negative_prompt="", image=init_latents, strength=0.7, num_inference_steps=10,
                guidance_scale=7.0, generator=[torch.Generator().manual_seed(5)], output_type="pt").images
     assert (ours - ref).abs().max().item() < TOL
 
@@ -116,11 +121,16 @@ def test_inpaint_9ch_equals_diffusers(models):
     mbin = (torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] >= 0.5).float()
     with torch.inference_mode():
         masked_latents = proc.encode(img_t * (1 - mbin))
-    sched = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
+        image_latents = proc.encode(img_t)
+    sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionInpaintPipeline", sched)
+    # A1111 (and we) start an inpainting model at strength 1 from the image latent plus noise at the largest sigma;
+    # diffusers starts from `latents` * sigma_max, so it gets that start divided by sigma_max
+    sched.set_timesteps(8)
+    sigma_max = float(sched.init_noise_sigma)
     ref = pipe(prompt=req.prompt, negative_prompt="", image=init, mask_image=mask, masked_image_latents=masked_latents,
                num_inference_steps=8, guidance_scale=7.0, height=64, width=64, strength=1.0,
-               latents=noise_for(comps, req), output_type="pt").images
+               latents=image_latents / sigma_max + noise_for(comps, req), output_type="pt").images
     assert (ours - ref).abs().max().item() < TOL
 
 
@@ -350,23 +360,22 @@ def test_img2img_exact_steps_setting(models):
     comps = models["sd1"]
     init = Image.new("RGB", (64, 64), (200, 30, 30))
     kw = dict(mode="img2img", init_images=[init], steps=10, denoising_strength=0.3)
-    assert count_steps(comps, {}, **kw) == (3, 3)  # int(10 * 0.3)
+    assert count_steps(comps, {}, **kw) == (4, 4)  # A1111: int(10 * 0.3) + 1
     assert count_steps(comps, {"img2img_fix_steps": True}, **kw) == (10, 10)  # the last 10 of 33
-    t, n = processing.img2img_timesteps(samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config),
-                                        10, 0.3, "cpu", exact=True)
-    assert n == 10 and len(t) == 10
-    full = samplers.create_scheduler("Euler", "Automatic", comps.spec.scheduler_config)
-    full.set_timesteps(33)
-    assert torch.equal(t, full.timesteps[23:])
+    info, sched = samplers.resolve_sampler("Euler")
+    mp = samplers.ModelParams(alphas_cumprod_from_config(comps.spec.scheduler_config))
+    exact = samplers.plan_pass(info, sched, 10, mp, strength=0.3, exact=True)
+    full = samplers.plan_pass(info, sched, 33, mp)
+    assert exact.steps == 10 and torch.equal(exact.sigmas, full.sigmas[23:])
     assert count_steps(comps, {"img2img_fix_steps": True}, **{**kw, "denoising_strength": 0.0}) == (0, 1)
 
 
 def test_hires_steps_are_run_exactly(models):
-    """A1111 runs exactly the hires steps asked for; without them, steps x denoising strength."""
+    """A1111 runs exactly the hires steps asked for; without them, exactly the first pass's steps."""
     comps = models["sd1"]
     kw = dict(enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5, steps=4)
     assert count_steps(comps, {}, hr_second_pass_steps=3, **kw) == (4 + 3, 7)
-    assert count_steps(comps, {}, **kw) == (4 + 2, 6)
+    assert count_steps(comps, {}, **kw) == (4 + 4, 8)
 
 
 def test_grid_leads_the_results_unless_turned_off(models):
@@ -379,6 +388,22 @@ def test_grid_leads_the_results_unless_turned_off(models):
     assert off.info["infotexts"] == off.infotexts
     one = generate_with(comps, {}, batch_size=1)
     assert one.grid is None and not one.grid_first and one.info["index_of_first_image"] == 0
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "UniPC", "DDIM", "DPM++ 2M"])
+def test_nan_latents_fail_the_job_naming_the_sampler_in_float32(models, one_thread, tmp_path, sampler):
+    """A UNet that returns NaN never gives a saved black picture: the job fails and says which sampler."""
+    import copy
+
+    comps = copy.deepcopy(models["sd1"])
+    with torch.no_grad():
+        comps.unet.conv_out.bias.fill_(float("nan"))
+    saved = []
+    proc = Processor(loaded_for(comps), Options().snapshot())
+    req = GenerationRequest(prompt="x", steps=3, width=64, height=64, seed=1, sampler_name=sampler)
+    with pytest.raises(processing.NansError, match=re.escape(f"sampler '{sampler}' produced NaN")) as e:
+        proc.run(req, save=lambda *a, **k: saved.append(a) or tmp_path / "x.png")
+    assert "--no-half" not in str(e.value) and saved == []
 
 
 def test_unet_nans_in_half_precision_fail_the_job_with_a_way_out(models, one_thread):

@@ -355,8 +355,8 @@ def test_pnginfo_round_trip(env, tmp_path):
         "width": 96, "height": 128, "denoising_strength": 0.45, "sampler_name": "Euler a", "scheduler": "Karras",
         "subseed": 77, "subseed_strength": 0.3, "seed_extra": True, "enable_hr": True, "hr_scale": 1.5,
         "hr_second_pass_steps": 6, "hr_upscaler": "Latent (bicubic)", "hr_resize_x": 0, "hr_resize_y": 0,
-        # settings named by the text (a missing RNG means A1111's GPU noise; ours is the CPU's)
-        "override_settings": ["Clip skip: 2", "ENSD: 31337", "RNG: GPU"],
+        # settings named by the text (a missing RNG means A1111's GPU noise, which the NV source draws here)
+        "override_settings": ["Clip skip: 2", "ENSD: 31337", "RNG: NV"],
     }
     comps = pnginfo.send_updates(app, ui.txt2img, got)
     c = ui.txt2img.c

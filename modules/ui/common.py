@@ -779,15 +779,14 @@ def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dic
         put("inpaint_full_res_padding", "Masked area padding", int)
     # settings the infotext names that differ from the current ones -> "Override settings"
     overrides = []
-    for key, setting in infotext.SETTING_KEYS.items():
-        if key in params:
-            try:
-                value = app.opts.validate(setting, _num(params[key], int) if isinstance(app.opts.get(setting), int)
-                                          else params[key])
-            except ValueError:
-                continue
-            if value != app.opts.get(setting):
-                overrides.append(f"{key}: {value}")
+    keys = {setting: key for key, setting in infotext.SETTING_KEYS.items()}
+    for setting, raw in infotext.settings_from_params(params).items():
+        try:
+            value = app.opts.validate(setting, _num(raw, int) if isinstance(app.opts.get(setting), int) else raw)
+        except ValueError:
+            continue
+        if value != app.opts.get(setting):
+            overrides.append(f"{keys[setting]}: {value}")
     out["override_settings"] = overrides
     return out
 
