@@ -128,16 +128,15 @@ def probe_checkpoint(path: Path):
 
 
 def read_sidecar(path: Path) -> dict | None:
-    """`name.json` (or `name.yaml` with simple key: value lines) next to a checkpoint overrides detection."""
-    stem = path.with_suffix("")
-    js = stem.with_suffix(".json")
-    if js.is_file():
-        try:
-            data = json.loads(js.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else None
-        except ValueError as e:
-            log.warning("ignoring sidecar %s: %s", js, e)
-    return None
+    """`name.json`, or A1111's `name.yaml` (an LDM config: its `parameterization: "v"`, or its absence, decides
+    v-prediction), next to a checkpoint overrides detection. One that cannot be read is ignored with a warning."""
+    from modules import model_formats
+
+    try:
+        return model_formats.read_sidecar(path)
+    except (model_formats.ModelFormatError, OSError) as e:
+        log.warning("ignoring the config next to %s: %s", path.name, e)
+        return None
 
 
 # ---------------------------------------------------------------------------

@@ -250,3 +250,20 @@ def test_legacy_hash_function(tmp_path):
     data = bytes(range(256)) * 5000
     f.write_bytes(data)
     assert hashes.legacy_model_hash(f) == hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+
+
+def test_a1111_yaml_beside_an_sd2_checkpoint_decides_v_prediction(tmp_path, tiny_files):
+    """A1111's `<name>.yaml` next to a checkpoint: an LDM config without `parameterization` is an epsilon
+    (SD 2.x 512) model, with `parameterization: "v"` a v model; a broken one is ignored."""
+    p = make_paths(tmp_path)
+    ck = p.ckpt_dirs[0]
+    for name in ("eps", "v", "broken"):
+        shutil.copy(tiny_files["sd2"], ck / f"{name}.safetensors")
+    (ck / "eps.yaml").write_text("model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n"
+                                 "  params:\n    linear_start: 0.00085\n")
+    (ck / "v.yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    (ck / "broken.yaml").write_text("model: [unclosed\n")
+    mm = sd_models.ModelManager(p)
+    archs = {i.model_name: i.arch for i in mm.refresh()}
+    assert archs == {"eps": "sd2", "v": "sd2-v", "broken": "sd2-v"}
+    assert mm.load("eps").spec.prediction_type == "epsilon"
