@@ -81,9 +81,11 @@ def read_user_metadata(path: Path) -> dict:
 
 def addnet_hash(path) -> str:
     """sha256 of a .safetensors file's bytes after its header (kohya / A1111 LoRA hash)."""
+    from modules.safetensors_header import read_header
+
     h = hashlib.sha256()
+    n = read_header(path)[1]
     with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
         f.seek(8 + n)
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

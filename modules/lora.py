@@ -80,26 +80,16 @@ def read_network_file(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def read_metadata(path) -> dict[str, str]:
     """The ``__metadata__`` of a .safetensors file (no tensors are read); {} otherwise."""
-    import json
-    import struct
+    from modules.safetensors_header import HeaderError
+    from modules.safetensors_header import read_metadata as header_metadata
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return {}
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                return {}
-            (n,) = struct.unpack("<Q", raw)
-            if n > min(size - 8, 100 << 20):
-                return {}
-            header = json.loads(f.read(n))
-    except (OSError, ValueError):
+        return header_metadata(path)
+    except (OSError, HeaderError):
         return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 # --------------------------------------------------------------------------- parsing

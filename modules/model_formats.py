@@ -190,27 +190,13 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
-    size = path.stat().st_size
+    from modules.safetensors_header import HeaderError, read_header
+
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if len(head) < 8:
-            raise ModelFormatError(f"{path.name}: not a safetensors file (only {size} bytes)")
-        header_len = int.from_bytes(head, "little")
-        if header_len <= 0 or 8 + header_len > size:
-            raise ModelFormatError(
-                f"{path.name}: truncated or not a safetensors file (header says {header_len} bytes, "
-                f"file has {size}); re-download it"
-            )
-        with open(path, "rb") as fh:
-            fh.seek(8)
-            header = json.loads(fh.read(header_len))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + header_len + end > size:
-            raise ModelFormatError(
-                f"{path.name}: file is truncated ({size} bytes, its header describes "
-                f"{8 + header_len + end}); the download was probably interrupted"
-            )
+        try:
+            read_header(path)
+        except HeaderError as e:
+            raise ModelFormatError(f"{path.name}: {e}") from None
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})

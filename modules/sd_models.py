@@ -9,9 +9,7 @@ per app owns the loaded model; it is passed to whoever needs it.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
-import struct
 import threading
 import time
 import zipfile
@@ -76,22 +74,12 @@ class BadFile:
 
 
 def _safetensors_header(path: Path) -> dict:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ModelLoadError("file is too short to be a .safetensors file")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100 << 20):
-            raise ModelLoadError("the .safetensors header is damaged (its length runs past the end of the file)")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise ModelLoadError("the .safetensors header is not valid JSON") from None
-    end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if end > size:
-        raise ModelLoadError(f"the file is truncated: it has {size} bytes, its header promises {end}")
-    return header
+    from modules.safetensors_header import HeaderError, read_header
+
+    try:
+        return read_header(path)[0]
+    except HeaderError as e:
+        raise ModelLoadError(str(e)) from None
 
 
 _DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,

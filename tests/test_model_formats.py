@@ -367,7 +367,7 @@ def test_truncated_safetensors(sd1_file, tmp_path):
     data = sd1_file.read_bytes()
     half = tmp_path / "half.safetensors"
     half.write_bytes(data[: len(data) // 2])
-    with pytest.raises(mf.ModelFormatError, match=r"half\.safetensors: file is truncated"):
+    with pytest.raises(mf.ModelFormatError, match=r"half\.safetensors: the file is truncated"):
         mf.read_state_dict(half)
     tiny_piece = tmp_path / "piece.safetensors"
     tiny_piece.write_bytes(data[:100])

@@ -267,3 +267,38 @@ def test_a1111_yaml_beside_an_sd2_checkpoint_decides_v_prediction(tmp_path, tiny
     archs = {i.model_name: i.arch for i in mm.refresh()}
     assert archs == {"eps": "sd2", "v": "sd2-v", "broken": "sd2-v"}
     assert mm.load("eps").spec.prediction_type == "epsilon"
+
+
+def _raw_safetensors(path: Path, header: bytes, data: bytes = b"") -> None:
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+
+
+def test_hostile_safetensors_headers_are_listed_as_unusable_and_hide_nothing(tmp_path, tiny_files):
+    """One bad file must never hide the good ones: each is a bad file with a reason (the listing and the
+    sd-models API used to fail as a whole on these, with AttributeError, RecursionError or RuntimeError)."""
+    p = make_paths(tmp_path)
+    ck = p.ckpt_dirs[0]
+    shutil.copy(tiny_files["sd1"], ck / "good.safetensors")
+    _raw_safetensors(ck / "list.safetensors", b"[1, 2, 3]")
+    _raw_safetensors(ck / "deep.safetensors", b"[" * 100_000 + b"]" * 100_000)
+    _raw_safetensors(ck / "negative.safetensors",
+                     b'{"x": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}', bytes(16))
+    _raw_safetensors(ck / "offsets.safetensors",
+                     b'{"x": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}', bytes(16))
+    _raw_safetensors(ck / "entry.safetensors", b'{"x": "not an entry"}')
+    _raw_safetensors(ck / "binary.safetensors", b"\xff\xfe\x00garbage")
+    (ck / "huge-length.safetensors").write_bytes((2**63).to_bytes(8, "little") + b"{}")
+    (ck / "zero.safetensors").write_bytes(b"")
+    (ck / "dir.safetensors").mkdir()
+    mm = sd_models.ModelManager(p)
+    assert [i.name for i in mm.refresh()] == ["good.safetensors"]
+    reasons = {b.filename.name: b.reason for b in mm.bad_files}
+    assert set(reasons) == {"list.safetensors", "deep.safetensors", "negative.safetensors", "offsets.safetensors",
+                            "entry.safetensors", "binary.safetensors", "huge-length.safetensors", "zero.safetensors"}
+    assert "not an object" in reasons["list.safetensors"]
+    assert "nested too deeply" in reasons["deep.safetensors"]
+    assert "non-negative" in reasons["negative.safetensors"]
+    assert "data offsets" in reasons["offsets.safetensors"]
+    assert "not valid JSON" in reasons["binary.safetensors"]
+    assert "damaged" in reasons["huge-length.safetensors"] and "too short" in reasons["zero.safetensors"]
+    assert mm.load("good").spec.arch == "sd1"  # and the good model still loads
