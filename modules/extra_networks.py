@@ -81,7 +81,7 @@ def read_user_metadata(path: Path) -> dict:
 
 def addnet_hash(path) -> str:
     """sha256 of a .safetensors file's bytes after its header (kohya / A1111 LoRA hash)."""
-    from modules.safetensors_header import read_header
+    from modules.file_readers import read_header
 
     h = hashlib.sha256()
     n = read_header(path)[1]

@@ -54,21 +54,14 @@ class NetworkError(Exception):
 def read_network_file(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a network file.  Pickles load with ``weights_only``
     (no code runs); anything else is a :class:`NetworkError`."""
+    from modules.file_readers import FileReadError, load_pickle, read_safetensors
+
     path = Path(path)
     try:
         if path.suffix.lower() == ".safetensors":
-            from safetensors import safe_open
-
-            tensors = {}
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = dict(f.metadata() or {})
-                for key in f.keys():
-                    tensors[key] = f.get_tensor(key)
-            return tensors, metadata
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except NetworkError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
+            return read_safetensors(path)
+        data = load_pickle(path)
+    except (FileReadError, OSError) as e:
         raise NetworkError(f"cannot read {path.name}: {e}") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
@@ -80,8 +73,8 @@ def read_network_file(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def read_metadata(path) -> dict[str, str]:
     """The ``__metadata__`` of a .safetensors file (no tensors are read); {} otherwise."""
-    from modules.safetensors_header import HeaderError
-    from modules.safetensors_header import read_metadata as header_metadata
+    from modules.file_readers import HeaderError
+    from modules.file_readers import read_metadata as header_metadata
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,50 +186,22 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    from modules.safetensors_header import HeaderError, read_header
+    from modules.file_readers import FileReadError, read_safetensors
 
     try:
-        try:
-            read_header(path)
-        except HeaderError as e:
-            raise ModelFormatError(f"{path.name}: {e}") from None
-        tensors: dict[str, torch.Tensor] = {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
-    except ModelFormatError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelFormatError(f"{path.name}: cannot read safetensors file: {exc}") from exc
-    return tensors, metadata
+        return read_safetensors(path)
+    except FileReadError as e:
+        raise ModelFormatError(f"{path.name}: {e}") from None
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    from modules.file_readers import FileReadError, load_pickle
+
     name = path.name
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        if "weights_only" in msg.lower() or "weights only" in msg.lower() or "unsupported global" in msg.lower():
-            found = re.search(r"unsupported GLOBAL ([\w.]+)", msg, re.IGNORECASE)
-            what = f" (it needs {found.group(1)})" if found else ""
-            raise ModelFormatError(
-                f"{name}: this pickle file wants to import Python objects{what}; the web UI refuses to run "
-                "code embedded in the file. Convert it to .safetensors with a trusted tool, or use a "
-                ".safetensors version of the model."
-            ) from exc
-        raise ModelFormatError(f"{name}: corrupt checkpoint file: {msg}") from exc
-    except (EOFError, zipfile.BadZipFile) as exc:
-        raise ModelFormatError(f"{name}: file is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-    except RuntimeError as exc:
-        raise ModelFormatError(f"{name}: file is truncated or corrupt: {exc}") from exc
-    except Exception as exc:  # any other torch.load failure
-        raise ModelFormatError(
-            f"{name}: not a readable PyTorch checkpoint, or the file is corrupt ({type(exc).__name__}: {exc})"
-        ) from exc
+        obj = load_pickle(path)
+    except FileReadError as e:
+        raise ModelFormatError(f"{name}: {e}") from None
     for _ in range(3):
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
@@ -247,24 +217,13 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 def read_sidecar(checkpoint_path) -> dict | None:
     """Contents of ``<stem>.yaml`` or ``<stem>.json`` next to a checkpoint, or None."""
-    p = Path(checkpoint_path)
-    for ext in (".yaml", ".yml", ".json"):
-        side = p.with_suffix(ext)
-        if side.is_file() and side != p:
-            text = side.read_text(encoding="utf-8")
-            try:
-                if ext == ".json":
-                    data = json.loads(text)
-                else:
-                    import yaml
+    from modules.file_readers import FileReadError
+    from modules.file_readers import read_sidecar as read
 
-                    data = yaml.safe_load(text)
-            except Exception as exc:
-                raise ModelFormatError(f"{side.name}: cannot parse config next to the checkpoint: {exc}") from exc
-            if not isinstance(data, dict):
-                raise ModelFormatError(f"{side.name}: expected a mapping at top level")
-            return data
-    return None
+    try:
+        return read(checkpoint_path)
+    except FileReadError as e:
+        raise ModelFormatError(str(e)) from None
 
 
 # ------------------------------------------------------------------ inference

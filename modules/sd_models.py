@@ -74,7 +74,7 @@ class BadFile:
 
 
 def _safetensors_header(path: Path) -> dict:
-    from modules.safetensors_header import HeaderError, read_header
+    from modules.file_readers import HeaderError, read_header
 
     try:
         return read_header(path)[0]
@@ -118,11 +118,12 @@ def probe_checkpoint(path: Path):
 def read_sidecar(path: Path) -> dict | None:
     """`name.json`, or A1111's `name.yaml` (an LDM config: its `parameterization: "v"`, or its absence, decides
     v-prediction), next to a checkpoint overrides detection. One that cannot be read is ignored with a warning."""
-    from modules import model_formats
+    from modules.file_readers import FileReadError
+    from modules.file_readers import read_sidecar as read
 
     try:
-        return model_formats.read_sidecar(path)
-    except (model_formats.ModelFormatError, OSError) as e:
+        return read(path)
+    except (FileReadError, OSError) as e:
         log.warning("ignoring the config next to %s: %s", path.name, e)
         return None
 

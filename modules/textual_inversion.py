@@ -70,21 +70,23 @@ class EmbeddingFile:
 
 def _read(path: Path):
     ext = path.suffix.lower()
-    if ext == ".safetensors":
-        from safetensors.torch import load_file
+    from modules.file_readers import FileReadError, load_pickle, read_safetensors
 
-        return load_file(str(path), device="cpu")
+    if ext == ".safetensors":
+        try:
+            return read_safetensors(path)[0]
+        except FileReadError as e:
+            raise EmbeddingError(f"{path.name}: {e}") from None
     if ext in (".pt", ".bin"):
         try:
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as first:  # noqa: BLE001
+            return load_pickle(path)
+        except FileReadError as first:
             e = first
         # the original textual-inversion code saved string_to_param as a torch.nn.ParameterDict:
         # allow that one torch class (it restores its attributes; no code from the file runs)
         try:
-            with torch.serialization.safe_globals([torch.nn.ParameterDict]):
-                return torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001
+            return load_pickle(path, allow=(torch.nn.ParameterDict,))
+        except FileReadError:
             raise EmbeddingError(f"{path.name} cannot be loaded safely (only plain tensors are accepted): "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if ext in (".png", ".webp"):

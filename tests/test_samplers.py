@@ -1,5 +1,4 @@
 import importlib.util
-import inspect
 
 import pytest
 import torch
