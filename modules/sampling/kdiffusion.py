@@ -94,13 +94,23 @@ def _churn(x, sigma, n_steps, noise, s_churn, s_tmin, s_tmax, s_noise):
     return x, sigma_hat
 
 
-def euler(model, x, sigmas, *, noise, step, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+def _karras_loop(model, x, sigmas, noise, step, churn, second_stage=None):
+    """Karras et al.'s Algorithm 2 (optional churn), an Euler step onto sigma 0, and `second_stage`
+    (x, d, sigma_hat, sigma_next) -> x for the other steps (None: Euler everywhere)."""
     for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas[i], len(sigmas) - 1, noise, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma_hat = _churn(x, sigmas[i], len(sigmas) - 1, noise, *churn)
         denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
         step(i, x, denoised)
-        x = x + to_d(x, sigma_hat, denoised) * (sigmas[i + 1] - sigma_hat)
+        if second_stage is None or sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            x = second_stage(x, d, sigma_hat, sigmas[i + 1])
     return x
+
+
+def euler(model, x, sigmas, *, noise, step, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    return _karras_loop(model, x, sigmas, noise, step, (s_churn, s_tmin, s_tmax, s_noise))
 
 
 def euler_ancestral(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0):
@@ -115,35 +125,21 @@ def euler_ancestral(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0):
 
 
 def heun(model, x, sigmas, *, noise, step, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas[i], len(sigmas) - 1, noise, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        step(i, x, denoised)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
-            x = x + (d + d_2) / 2 * dt
-    return x
+    def trapezoid(x, d, sigma, sigma_next):
+        x_2 = x + d * (sigma_next - sigma)
+        d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
+        return x + (d + d_2) / 2 * (sigma_next - sigma)
+
+    return _karras_loop(model, x, sigmas, noise, step, (s_churn, s_tmin, s_tmax, s_noise), trapezoid)
 
 
 def dpm_2(model, x, sigmas, *, noise, step, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas[i], len(sigmas) - 1, noise, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        step(i, x, denoised)
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
-        else:
-            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_2 = x + d * (sigma_mid - sigma_hat)
-            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
-            x = x + d_2 * (sigmas[i + 1] - sigma_hat)
-    return x
+    def midpoint(x, d, sigma, sigma_next):  # at the geometric mean of the two levels
+        sigma_mid = sigma.log().lerp(sigma_next.log(), 0.5).exp()
+        x_2 = x + d * (sigma_mid - sigma)
+        return x + to_d(x_2, sigma_mid, model(x_2, sigma_mid)) * (sigma_next - sigma)
+
+    return _karras_loop(model, x, sigmas, noise, step, (s_churn, s_tmin, s_tmax, s_noise), midpoint)
 
 
 def dpm_2_ancestral(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0):
