@@ -36,7 +36,9 @@ from typing import Any
 
 import torch
 
-from modules import mf_keys
+from modules import heavy_imports, mf_keys
+
+heavy_imports.ensure()  # whichever thread imports this module first takes diffusers/transformers in one go
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TOKENIZER_DIR = CONFIGS_DIR / "tokenizer"

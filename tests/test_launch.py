@@ -111,3 +111,30 @@ def test_launch_starts_the_server_and_prints_phase_times(tmp_path):
     assert "[launch] import:" in out
     assert f"Running on local URL:  http://127.0.0.1:{port}" in out
     assert "[startup] ready:" in out
+
+
+def test_model_libraries_are_imported_in_one_go_by_whoever_needs_them_first():
+    """The model loads in a background thread while a request may reach the same libraries: both go through
+    model_formats, whose import takes diffusers' and transformers' lazily imported classes under one lock
+    (two threads importing them at once made the model fail with "cannot import name 'AutoModel'")."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from modules import conditioning\n"
+            "errors = []\n"
+            "def load():\n"
+            "    try:\n"
+            "        from modules import model_formats\n"
+            "        from diffusers import AutoencoderKL\n"
+            "    except Exception as e:\n"
+            "        errors.append(repr(e))\n"
+            "t = threading.Thread(target=load); t.start()\n"
+            "used, limit = conditioning.count_tokens_without_model('a red circle')\n"
+            "t.join()\n"
+            "assert not errors, errors\n"
+            "assert (used, limit) == (3, 75)\n"
+            "assert 'diffusers.loaders.peft' in sys.modules and 'transformers.models.clip' in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
