@@ -1,10 +1,11 @@
 """The generation engine: one typed request in, images + infotexts out.
 
 The loop runs over the diffusers components of the loaded model (CLIP text
-encoder(s) -> UNet -> scheduler -> VAE) and does what A1111's txt2img and
-img2img tabs do: per-step prompt schedules, CFG with the negative prompt,
-composable `AND` sub-prompts, seeds and variation seeds, img2img, inpainting
-(with 4- and 9-channel models), hires fix, tiling, batches.
+encoder(s) -> UNet, sampled by A1111's samplers from modules.sampling -> VAE)
+and does what A1111's txt2img and img2img tabs do: per-step prompt schedules,
+CFG with the negative prompt, composable `AND` sub-prompts, seeds and variation
+seeds, img2img, inpainting (with 4- and 9-channel models), hires fix, tiling,
+batches.
 
 Nothing here reads a global: the job gets its model, a snapshot of the
 settings and a :class:`JobControl` for progress, interrupt and skip.
