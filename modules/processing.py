@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from modules import prompt_parser, rng, samplers
-from modules.sampling import kdiffusion as ksampling
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +350,7 @@ class Processor:
             ctl.step = min(ctl.step + 1, ctl.total_steps)
             ctl.report(denoised)
 
-        noise = self.sampler_noise(spass, latents, image_rng)
+        noise = spass.noise(latents, lambda: image_rng.next().to(latents.device), image_rng.seeds)
         blend = inpaint.get("blend") if inpaint is not None else None
         try:
             latents = spass.run(guided, latents, noise, step, blend=blend)
@@ -366,16 +365,6 @@ class Processor:
         if self.dtype != torch.float32:
             msg += "; the UNet runs in half precision: start with --no-half (or --precision full) to run it in float32"
         return msg
-
-    def sampler_noise(self, spass: samplers.SamplingPass, latents: torch.Tensor, image_rng: rng.ImageRNG):
-        """Where a sampler's extra noise comes from: the per-image generators (after the initial noise),
-        or for the SDE samplers a Brownian tree per image seed over the pass's sigma range."""
-        fresh = lambda: image_rng.next().to(latents.device)  # noqa: E731
-        if not spass.info.brownian:
-            return ksampling.Noise(fresh)
-        sig = spass.sigmas
-        tree = ksampling.BrownianNoise(latents, sig[sig > 0].min(), sig.max(), image_rng.seeds)
-        return ksampling.Noise(fresh, tree)
 
     def guided_model(self, cond_sched, uncond_sched, cfg_scale: float, size, clip_skip: int, inpaint):
         """A1111's CFG denoiser core: guided(x_in, t, cfg_mult=1) -> (CFG-combined UNet output, unconditional
@@ -472,23 +461,20 @@ class Processor:
             raise RequestError("sampler_name", str(e)) from None
 
     def eta_for(self, sampler: samplers.SamplerInfo, req: GenerationRequest) -> float | None:
-        """The request's eta, else A1111's setting for the sampler's kind (eta_ddim 0, eta_ancestral 1)."""
+        """The request's eta, else A1111's setting for the sampler's kind (eta_ddim, eta_ancestral)."""
         if sampler.eta is None:
             return None
         if req.eta is not None:
             return float(req.eta)
-        if sampler.eta == "ddim":
-            return float(self.opts.get("eta_ddim", 0.0))
-        return float(self.opts.get("eta_ancestral", 1.0))
+        key, default, _ = samplers.ETA_SETTINGS[sampler.eta]
+        return float(self.opts.get(key, default))
 
     def model_params(self) -> samplers.ModelParams:
         if "_model_params" not in self.__dict__:
             from modules.sampling.schedules import alphas_cumprod_from_config
 
-            cfg = dict(self.spec.scheduler_config)
             self._model_params = samplers.ModelParams(
-                alphas_cumprod_from_config(cfg), prediction=str(getattr(self.spec, "prediction_type", None)
-                                                                or cfg.get("prediction_type", "epsilon")),
+                alphas_cumprod_from_config(dict(self.spec.scheduler_config)), prediction=self.spec.prediction_type,
                 is_sdxl=getattr(self.c, "text_encoder_2", None) is not None)
         return self._model_params
 
@@ -628,7 +614,7 @@ class Processor:
         imgs = [init[i % len(init)] for i in range(B)]
         image_t = torch.cat([pil_to_tensor(im) for im in imgs])
         image_latents = self.encode(image_t).to(self.device)
-        spass = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps(req))
+        spass = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps())
         noise = image_rng.first().to(self.device)
         h8, w8 = req.height // 8, req.width // 8
         inpaint = None
@@ -765,14 +751,14 @@ class Processor:
     def _steps_for(self, req: GenerationRequest) -> int:
         """Sampler steps per image (progress total)."""
         if req.is_img2img:
-            n = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps(req)).steps
+            n = self.plan(req, req.steps, req.denoising_strength, exact=self.exact_steps()).steps
         else:
             n = self.plan(req, req.steps).steps
         if req.enable_hr and req.denoising_strength > 0:
             n += self.plan(req, req.hr_second_pass_steps or req.steps, req.denoising_strength, exact=True).steps
         return max(n, 1)
 
-    def exact_steps(self, req: GenerationRequest) -> bool:
+    def exact_steps(self) -> bool:
         """Whether an img2img pass runs exactly its steps (A1111's img2img_fix_steps setting; a hires pass
         always does, as in A1111)."""
         return bool(self.opts.get("img2img_fix_steps"))
@@ -796,8 +782,8 @@ class Processor:
         cond_params = self.conditioner(clip_skip).infotext_params([prompt, negative])
         extra = {"Emphasis": cond_params.get("Emphasis")}
         eta = self.eta_for(sampler, req)  # A1111 writes an eta that differs from its sampler kind's default
-        if eta is not None and eta != (0.0 if sampler.eta == "ddim" else 1.0):
-            extra["Eta DDIM" if sampler.eta == "ddim" else "Eta"] = eta
+        if eta is not None and eta != sampler.eta_default:
+            extra[samplers.ETA_SETTINGS[sampler.eta][2]] = eta
         if req.is_img2img and req.mask is not None:
             extra["Mask blur"] = req.mask_blur
         # [extra networks] Lora hashes, VAE hash

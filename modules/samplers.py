@@ -88,6 +88,10 @@ AUTOMATIC = _SCHEDULE_BY_NAME["automatic"]
 # samplers
 # --------------------------------------------------------------------------------------
 
+# A1111's two eta settings: (setting key, default, infotext key written when the eta differs from the default)
+ETA_SETTINGS = {"ancestral": ("eta_ancestral", 1.0, "Eta"), "ddim": ("eta_ddim", 0.0, "Eta DDIM")}
+
+
 @dataclass(frozen=True)
 class SamplerInfo:
     name: str
@@ -96,7 +100,7 @@ class SamplerInfo:
     kind: str = "sigmas"            # "sigmas" (k-diffusion), "range" (DPM fast/adaptive), "timesteps"
     options: Mapping[str, Any] = field(default_factory=dict)   # A1111's sampler options (API shape)
     kwargs: Mapping[str, Any] = field(default_factory=dict)    # passed to fn
-    eta: str | None = None           # "ancestral": A1111's eta_ancestral (1.0); "ddim": eta_ddim
+    eta: str | None = None           # which of A1111's eta settings applies: a key of ETA_SETTINGS
     brownian: bool = False           # noise from a Brownian tree per image seed
     requires: tuple[str, ...] = ()
     note: str = ""
@@ -113,6 +117,10 @@ class SamplerInfo:
     @property
     def available(self) -> bool:
         return not self.missing_packages
+
+    @property
+    def eta_default(self) -> float | None:
+        return ETA_SETTINGS[self.eta][1] if self.eta is not None else None
 
     @property
     def discard_penultimate(self) -> bool:
@@ -292,7 +300,7 @@ def effective_schedule_type(sampler: SamplerInfo, schedule: ScheduleType) -> Sch
 
 def img2img_steps(steps: int, strength: float, exact: bool) -> tuple[int, int]:
     """A1111's (schedule length, t_enc) of an img2img pass: it runs the last t_enc + 1 steps of a
-    `steps`-step schedule; `exact` (the img2img_fix_steps setting, hires with its own steps) stretches
+    `steps`-step schedule; `exact` (the img2img_fix_steps setting, and every hires pass) stretches
     the schedule so exactly `steps` steps run."""
     if exact:
         total = int(steps / min(strength, 0.999)) if strength > 0 else 0
@@ -316,8 +324,7 @@ class SamplingPass:
     timesteps: torch.Tensor | None = None    # the grid this pass walks (timestep samplers)
     start_level: float = 0.0                 # sigma (or timestep) the starting latent is noised to
     img2img: bool = False
-    eta: float = 1.0
-    options: dict = field(default_factory=dict)
+    eta: float | None = None                 # for samplers with an eta (SamplerInfo.eta)
     empty: bool = False                      # img2img at strength 0 with exact steps: no step at all
 
     @property
@@ -331,6 +338,14 @@ class SamplingPass:
         if self.info.fn is K.restart:
             return len(K.restart_plan(self.sigmas))
         return len(self.sigmas) - 1
+
+    def noise(self, x: torch.Tensor, fresh: Callable[[], torch.Tensor], seeds: list[int]) -> K.Noise:
+        """Where the sampler's extra noise comes from: `fresh()` (the per-image generators, after the initial
+        noise), or for the SDE samplers a Brownian tree per image seed over this pass's sigma range."""
+        if not self.info.brownian:
+            return K.Noise(fresh)
+        sig = self.sigmas
+        return K.Noise(fresh, K.BrownianNoise(x, sig[sig > 0].min(), sig.max(), seeds))
 
     def start(self, noise: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
         """The starting latent: noise scaled to the first level (txt2img) or the image latent noised to it."""
@@ -350,7 +365,6 @@ class SamplingPass:
         if self.empty:
             return x
         kw = dict(self.info.kwargs)
-        kw.update(self.options)
         if self.info.eta is not None:
             kw["eta"] = self.eta
         if self.info.kind == "timesteps":
@@ -358,15 +372,11 @@ class SamplingPass:
             if len(self.timesteps) == 0:
                 return x
             if self.info.fn is T.unipc:
-                kw.pop("eta", None)
                 kw["is_img2img"] = self.img2img
-            if self.info.fn is T.plms:
-                kw.pop("eta", None)
             # the coefficient tables stay on the CPU: the samplers read them as numbers, never from the device
             return self.info.fn(model, x, self.timesteps, self.model.alphas_cumprod, noise=noise, step=step, **kw)
-        lcm = self.info.fn is K.lcm
-        ms = S.LCMSigmas(self.model.alphas_cumprod) if lcm else S.ModelSigmas(self.model.alphas_cumprod)
-        model = _denoiser(guided, ms, self.model.prediction, blend, lcm=lcm)
+        ms = model_sigmas(self.info, self.model)
+        model = _denoiser(guided, ms, self.model.prediction, blend, lcm=self.info.fn is K.lcm)
         if self.info.kind == "range":
             lo, hi = (self.sigmas[-2], self.sigmas[0]) if self.img2img else (ms.sigma_min, ms.sigma_max)
             if self.info.fn is K.dpm_fast:
@@ -381,12 +391,12 @@ def _denoiser(guided: Callable, ms: S.ModelSigmas, prediction: str, blend, lcm: 
     def model(x, sigma):
         sig = torch.as_tensor(sigma, dtype=torch.float32).cpu()
         t = ms.sigma_to_t(sig)
+        scale = (sig ** 2 + 1) ** 0.5  # the UNet sees x / scale (k-diffusion's c_in, sigma_data 1)
+        out = guided(x / scale, t)[0]
         if prediction == "v_prediction" and not lcm:
-            out = guided(x / (sig ** 2 + 1) ** 0.5, t)[0]
-            denoised = x / (sig ** 2 + 1) + out * (-sig / (sig ** 2 + 1) ** 0.5)
+            denoised = x / (sig ** 2 + 1) + out * (-sig / scale)
         else:
-            eps = guided(x / (sig ** 2 + 1) ** 0.5, t)[0]
-            denoised = x - eps * sig
+            denoised = x - out * sig
             if lcm:  # LCM's boundary condition, in its 10x timestep units (sigma_data 0.5)
                 st = t.float() * 10.0
                 denoised = st / (st ** 2 + 0.25) ** 0.5 * denoised + 0.25 / (st ** 2 + 0.25) * x
@@ -432,9 +442,9 @@ def plan_pass(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model: M
     if t_enc is not None and total <= 0:  # nothing to denoise: the image as it is
         return SamplingPass(sampler, model, sigmas=torch.zeros(1), timesteps=torch.zeros(0, dtype=torch.int64),
                             img2img=True, empty=True)
+    eta_v = sampler.eta_default if eta is None else float(eta)
     if sampler.kind == "timesteps":
         ts = T.a1111_timesteps(max(total, 1))
-        eta_v = 0.0 if eta is None else float(eta)
         if t_enc is None:
             return SamplingPass(sampler, model, timesteps=ts, start_level=float(ts[-1]), eta=eta_v)
         return SamplingPass(sampler, model, timesteps=ts[:t_enc], start_level=float(ts[t_enc]), img2img=True,
@@ -443,7 +453,13 @@ def plan_pass(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model: M
     if t_enc is not None:
         sigmas = sigmas[total - t_enc - 1:]
     return SamplingPass(sampler, model, sigmas=sigmas, start_level=float(sigmas[0]), img2img=t_enc is not None,
-                        eta=1.0 if eta is None else float(eta))
+                        eta=eta_v)
+
+
+def model_sigmas(sampler: SamplerInfo, model: ModelParams) -> S.ModelSigmas:
+    """The model's noise levels as the sampler sees them (A1111's LCM denoiser keeps its own 50)."""
+    cls = S.LCMSigmas if sampler.fn is K.lcm else S.ModelSigmas
+    return cls(model.alphas_cumprod)
 
 
 def make_sigmas(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model: ModelParams,
@@ -451,12 +467,12 @@ def make_sigmas(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model:
     """A1111's get_sigmas: the schedule type (Automatic: the sampler's default, else the model's own
     spacing) over the model's sigma range, one step longer and the penultimate level dropped for
     DPM2, DPM2 a and DPM++ 3M SDE."""
-    eff = effective_schedule_type(sampler, schedule) if sampler.kind == "sigmas" else None
+    eff = effective_schedule_type(sampler, schedule)
     if eff is not None and not eff.available:
         raise SamplerUnavailableError(f"Schedule type '{eff.label}' needs the python package '{eff.requires}', "
                                       f"which is not installed.")
     n = steps + 1 if sampler.discard_penultimate else steps
-    ms = S.LCMSigmas(model.alphas_cumprod) if sampler.fn is K.lcm else S.ModelSigmas(model.alphas_cumprod)
+    ms = model_sigmas(sampler, model)
     if eff is None:
         sigmas = ms.get_sigmas(n)
     else:

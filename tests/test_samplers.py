@@ -49,13 +49,7 @@ def run_toy(sampler: str, schedule: str, steps: int, strength=None) -> torch.Ten
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(1, 4, 2, 2, generator=g)
     x = spass.start(noise, x0=None if strength is None else torch.zeros_like(noise))
-    fresh = lambda: torch.randn(1, 4, 2, 2, generator=g)  # noqa: E731
-    if info.brownian:
-        sig = spass.sigmas
-        tree = K.BrownianNoise(x, sig[sig > 0].min(), sig.max(), [1])
-        source = K.Noise(fresh, tree)
-    else:
-        source = K.Noise(fresh)
+    source = spass.noise(x, lambda: torch.randn(1, 4, 2, 2, generator=g), [1])
     return spass.run(toy_guided, x, source, lambda i, x, d: None)
 
 

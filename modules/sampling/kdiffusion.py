@@ -250,6 +250,11 @@ def dpmpp_2m(model, x, sigmas, *, noise, step):
     return x
 
 
+def _sde_noise(noise, sigma, sigma_next, eta_h, s_noise):
+    """The fresh noise of a DPM++ 2M/3M SDE step: sigma_next * sqrt(1 - exp(-2 eta h)) of Brownian noise."""
+    return noise.between(sigma, sigma_next) * sigma_next * (-2 * eta_h).expm1().neg().sqrt() * s_noise
+
+
 def dpmpp_2m_sde(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0, solver_type="midpoint"):
     old, h_last, h = None, None, None
     for i in range(len(sigmas) - 1):
@@ -269,8 +274,7 @@ def dpmpp_2m_sde(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0, solver_
                 else:
                     x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old)
             if eta:
-                x = x + noise.between(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() \
-                    * s_noise
+                x = x + _sde_noise(noise, sigmas[i], sigmas[i + 1], eta_h, s_noise)
         old, h_last = denoised, h
     return x
 
@@ -299,8 +303,7 @@ def dpmpp_3m_sde(model, x, sigmas, *, noise, step, eta=1.0, s_noise=1.0):
             elif h_1 is not None:
                 x = x + phi_2 * (denoised - d_1) / (h_1 / h)
             if eta:
-                x = x + noise.between(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] \
-                    * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+                x = x + _sde_noise(noise, sigmas[i], sigmas[i + 1], h * eta, s_noise)
         d_1, d_2 = denoised, d_1
         h_1, h_2 = h, h_1
     return x
