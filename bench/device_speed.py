@@ -208,7 +208,7 @@ def bench_model(arch, size, steps, device, dtype, repeats, *, tiny=False, memory
 
     t = time.perf_counter()
     if tiny:
-        from modules.tiny_models import build_tiny_components
+        from testing.tiny_models import build_tiny_components
         base = build_tiny_components(arch)
         for n in ("unet", "vae", "text_encoder", "text_encoder_2"):
             if getattr(base, n) is not None:

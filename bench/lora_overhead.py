@@ -100,7 +100,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     work = Path(a.workdir)
-    from modules.tiny_models import build_tiny_components
+    from testing.tiny_models import build_tiny_components
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, float32")
     convs = [k == "locon" for k in a.kinds.split(",")]

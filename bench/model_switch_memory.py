@@ -24,7 +24,7 @@ def main():
     from modules import cmd_args, devices
     from modules.paths import Paths
     from modules.sd_models import ModelManager
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     work = Path(a.workdir)
     ck = work / "models" / "Stable-diffusion"

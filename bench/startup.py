@@ -60,7 +60,7 @@ def main() -> int:
     tmp = None
     if args.tiny:
         tmp = tempfile.TemporaryDirectory(prefix="sdwebui-startup-")
-        from modules.tiny_models import write_tiny_checkpoint
+        from testing.tiny_models import write_tiny_checkpoint
         write_tiny_checkpoint(Path(tmp.name) / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
         extra += ["--data-dir", tmp.name]
     elif args.data_dir:

@@ -66,7 +66,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     torch.manual_seed(0)
-    from modules.tiny_models import build_tiny_components
+    from testing.tiny_models import build_tiny_components
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, float32")
     run_pair(build_tiny_components("sd1"), 64, 20, a.repeats, "tiny SD1")

@@ -51,7 +51,7 @@ def main() -> int:
     if args.ckpt:
         os.symlink(Path(args.ckpt).resolve(), ckdir / Path(args.ckpt).name)
     else:
-        from modules.tiny_models import write_tiny_checkpoint
+        from testing.tiny_models import write_tiny_checkpoint
         write_tiny_checkpoint(ckdir / "tiny.safetensors", "sd1")
     core = App(cmd_args.parse_args(["--data-dir", str(data), "--skip-install"]))
     core.refresh_models()

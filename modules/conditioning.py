@@ -41,19 +41,17 @@ Emphasis (per chunk, per text encoder, after the encoder)
     0/0 on an all-zero output).
 
 Layers
-    * SD1: clip skip ``n`` -> ``final_layer_norm(hidden_states[-n])``
-      (``n = 1`` is the normal last-layer output).
-    * SD2: OpenCLIP-H's penultimate layer + final layer norm, whatever the clip
-      skip (as A1111, whose OpenCLIP wrapper ignores the setting).  A text
-      encoder with exactly 23 layers is taken to be a diffusers conversion that
-      already dropped the last layer, so its last layer is used.
-    * SDXL: both encoders ``hidden_states[-2]`` without final layer norm,
-      concatenated on features (768 + 1280); clip skip is ignored unless
-      ``sdxl_clip_l_skip`` (A1111 option) is set, which makes CLIP-L use
-      ``hidden_states[-n]``.  Pooled = OpenCLIP-G's projected output
-      (``text_embeds``) of the first chunk.  The refiner has only OpenCLIP-G.
-    * SDXL negative prompts that are all empty (``is_negative=True``) encode to
-      zeros, context and pooled alike (A1111's ``force_zero_negative_prompt``).
+    Which hidden layer each encoder gives is its family's rule (``TextEncoderSlot.layer`` in
+    :mod:`modules.families`): SD 1.x ``final_layer_norm(hidden_states[-clip_skip])``; SD 2.x
+    OpenCLIP-H's penultimate layer + final layer norm whatever the clip skip (as A1111, whose
+    OpenCLIP wrapper ignores the setting; a 23-layer encoder is a diffusers conversion that
+    already dropped the last layer); SDXL both encoders ``hidden_states[-2]`` without the final
+    norm, concatenated on features (768 + 1280), clip skip ignored unless ``sdxl_clip_l_skip``
+    (A1111 option) lets it pick CLIP-L's layer.  The slot marked ``pooled`` (SDXL's OpenCLIP-G)
+    gives the pooled vector: its projected output (``text_embeds``) of the first chunk.
+    Families with ``zero_empty_negative`` (SDXL) encode a negative prompt that is all empty
+    (``is_negative=True``) to zeros, context and pooled alike (A1111's
+    ``force_zero_negative_prompt``).
 
 Differences between positive and negative lengths: :func:`pad_to_same_length`
 appends the encoding of the empty prompt (one 77-token chunk) to the shorter
@@ -141,7 +139,7 @@ class _Encoder:
     key: str          # "clip_l" | "clip_g" (embedding vector set)
     model: Any        # CLIPTextModel or CLIPTextModelWithProjection
     pad_id: int
-    mode: str         # "sd1" | "sd2" | "sdxl"
+    layer: Any        # the family's layer rule (TextEncoderSlot.layer)
     pooled: bool      # take text_embeds of the first chunk
 
 
@@ -164,9 +162,11 @@ class TextConditioner:
                  comma_padding_backtrack: int = 20,
                  embeddings: dict[str, EmbeddingVectors] | None = None,
                  device=None, dtype=None, sdxl_clip_l_skip: bool = False):
-        spec = getattr(components, "spec", None)
-        family = getattr(spec, "family", None) or _family_from_arch(getattr(spec, "arch", "sd1"))
-        self.family = family
+        from modules import families
+
+        spec = components.spec
+        family = families.family_of(spec)
+        self.zero_empty_negative = family.zero_empty_negative
         self.clip_skip = int(clip_skip)
         self.emphasis = emphasis
         self.comma_padding_backtrack = int(comma_padding_backtrack)
@@ -174,21 +174,16 @@ class TextConditioner:
         self.device = torch.device(device) if device is not None else None
         self.dtype = dtype
 
-        te1, te2 = getattr(components, "text_encoder", None), getattr(components, "text_encoder_2", None)
-        tok1, tok2 = getattr(components, "tokenizer", None), getattr(components, "tokenizer_2", None)
+        slots = family.text_encoders(family.variant(spec.arch))
+        toks = [_slot_value(components, "tokenizers", slot.tokenizer) for slot in slots]
+        self.tokenizer = next((t for t in toks if t is not None), None)  # all CLIP BPE: one vocabulary
         self.encoders: list[_Encoder] = []
-        if family in ("sdxl", "sdxl-refiner"):
-            if te1 is not None and family == "sdxl":
-                self.encoders.append(_Encoder("clip_l", te1, _pad_id(tok1 or tok2), "sdxl", False))
-            if te2 is None:
-                raise ValueError(f"{family} conditioning needs text_encoder_2")
-            self.encoders.append(_Encoder("clip_g", te2, _pad_id(tok2 or tok1), "sdxl", True))
-        else:
-            if te1 is None:
-                raise ValueError(f"{family} conditioning needs text_encoder")
-            self.encoders.append(_Encoder("clip_l", te1, _pad_id(tok1), "sd2" if family == "sd2" else "sd1", False))
-
-        self.tokenizer = tok1 if tok1 is not None else tok2
+        for slot, tok in zip(slots, toks):
+            model = _slot_value(components, "text_encoders", slot.attr)
+            if model is None:
+                raise ValueError(f"{spec.arch} conditioning needs {slot.attr}")
+            self.encoders.append(_Encoder(slot.embedding_key, model, _pad_id(tok or self.tokenizer), slot.layer,
+                                          slot.pooled))
         if self.tokenizer is None:
             raise ValueError("conditioning needs a tokenizer")
         self.id_start = int(self.tokenizer.bos_token_id)
@@ -377,7 +372,7 @@ class TextConditioner:
         texts = [str(t) for t in texts]
         if not texts:
             return []
-        if is_negative and self.family in ("sdxl", "sdxl-refiner") and all(t == "" for t in texts):
+        if is_negative and self.zero_empty_negative and all(t == "" for t in texts):
             return [self._zero_cond() for _ in texts]
         if joint:
             return list(self._cached(("joint", tuple(texts)), lambda: self._encode_group(texts)))
@@ -457,16 +452,7 @@ class TextConditioner:
 
     def _layer(self, enc: _Encoder) -> tuple[int, bool]:
         """(hidden_states index or 0 for last_hidden_state, apply final layer norm)."""
-        layers = _num_layers(enc.model)
-        if enc.mode == "sd1":
-            k = min(max(self.clip_skip, 1), layers)
-            return (0, False) if k == 1 else (-k, True)
-        if enc.mode == "sd2":
-            return (0, False) if layers == 23 or layers < 2 else (-2, True)
-        # sdxl
-        if enc.key == "clip_l" and self.sdxl_clip_l_skip:
-            return -min(max(self.clip_skip, 1), layers), False
-        return -2, False
+        return enc.layer(_num_layers(enc.model), self.clip_skip, {"sdxl_clip_l_skip": self.sdxl_clip_l_skip})
 
     @torch.no_grad()
     def _run_encoder(self, enc: _Encoder, chunks: list[Chunk]):
@@ -563,15 +549,12 @@ def _pad_id(tokenizer) -> int:
     return int(pad if pad is not None else tokenizer.eos_token_id)
 
 
-def _family_from_arch(arch: str) -> str:
-    arch = str(arch or "sd1")
-    if arch.startswith("sdxl-refiner"):
-        return "sdxl-refiner"
-    if arch.startswith("sdxl"):
-        return "sdxl"
-    if arch.startswith("sd2"):
-        return "sd2"
-    return "sd1"
+def _slot_value(components, table: str, key: str):
+    """components.<table>[key] (SDComponents), or the attribute of that name (a stand-in object)."""
+    values = getattr(components, table, None)
+    if isinstance(values, dict):
+        return values.get(key)
+    return getattr(components, key, None)
 
 
 _TOKEN_COUNTER: TextConditioner | None = None
@@ -585,11 +568,12 @@ def count_tokens_without_model(text: str, steps: int | None = None) -> tuple[int
         if _TOKEN_COUNTER is None:
             from types import SimpleNamespace
 
-            from modules import model_formats
+            from modules import families, model_formats
 
+            base = families.default().base
             fake_encoder = SimpleNamespace(config=SimpleNamespace(hidden_size=768))
-            comps = SimpleNamespace(spec=SimpleNamespace(family="sd1", arch="sd1"), text_encoder=fake_encoder,
-                                    tokenizer=model_formats.load_tokenizer())
+            comps = SimpleNamespace(spec=SimpleNamespace(family=base.family, arch=base.name),
+                                    text_encoder=fake_encoder, tokenizer=model_formats.load_tokenizer())
             _TOKEN_COUNTER = TextConditioner(comps)
         counter = _TOKEN_COUNTER
     return counter.token_count(text, steps)

@@ -128,13 +128,11 @@ class LoraOnDisk:
 
     @property
     def sd_version(self) -> str:
-        """"sdxl" / "sd2" / "sd1" from kohya's metadata, "unknown" without."""
-        base = str(self.metadata.get("ss_base_model_version", ""))
-        if base.startswith("sdxl"):
-            return "sdxl"
-        if str(self.metadata.get("ss_v2", "")) == "True":
-            return "sd2"
-        return "sd1" if self.metadata else "unknown"
+        """The model family its training metadata names (modules.families), "unknown" without."""
+        from modules import families
+
+        fam = families.lora_family(self.metadata)
+        return fam.name if fam is not None else "unknown"
 
     def api_dict(self) -> dict:
         return {"name": self.name, "alias": self.alias, "path": str(self.path), "metadata": dict(self.metadata)}
@@ -500,18 +498,18 @@ class Library:
         return parsed
 
     def layer_index(self, components) -> lora.LayerIndex:
-        unet = getattr(components, "unet", None)
-        holder = unet if unet is not None else getattr(components, "text_encoder_2", None)
+        """The model's LoRA layer index, kept while its UNet and text encoders are the same objects (held
+        weakly by the UNet: the text encoders are kept in the entry, never the UNet itself)."""
+        holder = getattr(components, "unet", None)
+        texts = list(components.text_encoders.values())
         with self._lock:
             entry = self._indexes.get(holder) if holder is not None else None
-            if entry is not None and entry[1] is getattr(components, "text_encoder", None) \
-                    and entry[2] is getattr(components, "text_encoder_2", None):
+            if entry is not None and len(entry[1]) == len(texts) and all(a is b for a, b in zip(entry[1], texts)):
                 return entry[0]
         index = lora.LayerIndex(components)
         if holder is not None:
             with self._lock:
-                self._indexes[holder] = (index, getattr(components, "text_encoder", None),
-                                         getattr(components, "text_encoder_2", None))
+                self._indexes[holder] = (index, texts)
         return index
 
     def _delta(self, file_key: tuple, ml: lora.MatchedLayer, weight: torch.Tensor):

@@ -310,13 +310,6 @@ class ParsedNetwork:
     layers: dict[str, NetworkLayer]
     unknown_keys: list[str]
 
-    @property
-    def family_hint(self) -> str | None:
-        """"sdxl" when the file has SDXL's second text encoder; None when it cannot tell."""
-        if any(layer.component == "te2" for layer in self.layers.values()):
-            return "sdxl"
-        return None
-
 
 def parse_network(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> ParsedNetwork:
     """Group a network file's tensors by layer.  ``metadata``: the file's metadata, for the
@@ -412,56 +405,57 @@ def storage_tensor(module: torch.nn.Module, name: str = "weight") -> torch.Tenso
 class LayerIndex:
     """Every name a network file may use for a module of ``components`` -> that module.
 
-    Qualified names are ``"unet:<diffusers path>"``, ``"te1:<path>"``, ``"te2:<path>"``."""
+    Qualified names are ``"unet:<diffusers path>"`` and ``"<component>:<path>"`` for each text encoder,
+    the component and the file prefixes being those of the model family's text-encoder slots
+    (``te1``, ``te2``: kohya's ``lora_te_``/``lora_te1_``, ``lora_te2_``; PEFT's ``text_encoder.`` ...)."""
 
     def __init__(self, components):
         self.modules: dict[str, torch.nn.Module] = {}
         self.aliases: dict[str, str] = {}
         unet = getattr(components, "unet", None)
-        te1 = getattr(components, "text_encoder", None)
-        te2 = getattr(components, "text_encoder_2", None)
-        unet, te1, te2 = (None if m is None else unwrap(m) for m in (unet, te1, te2))
         if unet is not None:
-            ldm = None
-            try:
-                from modules import mf_keys
+            self._index_unet(unwrap(unet), components.spec.model_family)
+        for slot in components.spec.text_slots:
+            model = components.text_encoders.get(slot.attr)
+            if model is not None:
+                self._index_text_encoder(unwrap(model), slot)
 
-                ldm = mf_keys.unet_key_map(dict(unet.config))
-            except Exception:  # noqa: BLE001 - only the LDM spelling is lost
-                ldm = None
-            for path, mod in unet.named_modules():
-                if not isinstance(mod, _PATCHABLE):
-                    continue
-                q = "unet:" + path
-                self.modules[q] = mod
-                self._alias(q, "lora_unet_" + path.replace(".", "_"), "unet." + path)
-                if ldm is not None:
-                    try:
-                        lk = ldm(path + ".weight")
-                    except KeyError:
-                        lk = None
-                    if lk is not None:
-                        self._alias(q, "lora_unet_" + lk[: -len(".weight")].replace(".", "_"))
-        for comp, model, prefixes, dotted in (("te1", te1, ("lora_te_", "lora_te1_"), "text_encoder."),
-                                               ("te2", te2, ("lora_te2_",), "text_encoder_2.")):
-            if model is None:
+    def _index_unet(self, unet, family) -> None:
+        try:
+            ldm = family.unet_key_map(dict(unet.config))
+        except Exception:  # noqa: BLE001 - only the LDM spelling is lost
+            ldm = None
+        for path, mod in unet.named_modules():
+            if not isinstance(mod, _PATCHABLE):
                 continue
-            for path, mod in model.named_modules():
-                if not isinstance(mod, _PATCHABLE):
-                    continue
-                q = f"{comp}:{path}"
-                self.modules[q] = mod
-                # files name CLIP layers "text_model.encoder..."; transformers 5's CLIPTextModel has no
-                # text_model level (CLIPTextModelWithProjection has): accept both spellings
-                if path.startswith("text_model."):
-                    spellings = [path, path[len("text_model."):]]
-                elif path == "text_projection":
-                    spellings = [path]
-                else:
-                    spellings = ["text_model." + path, path]
-                names = [p + s.replace(".", "_") for s in spellings for p in prefixes]
-                names += [dotted + s for s in spellings]
-                self._alias(q, *names)
+            q = "unet:" + path
+            self.modules[q] = mod
+            self._alias(q, "lora_unet_" + path.replace(".", "_"), "unet." + path)
+            if ldm is not None:
+                try:
+                    lk = ldm(path + ".weight")
+                except KeyError:
+                    lk = None
+                if lk is not None:
+                    self._alias(q, "lora_unet_" + lk[: -len(".weight")].replace(".", "_"))
+
+    def _index_text_encoder(self, model, slot) -> None:
+        for path, mod in model.named_modules():
+            if not isinstance(mod, _PATCHABLE):
+                continue
+            q = f"{slot.lora_component}:{path}"
+            self.modules[q] = mod
+            # files name CLIP layers "text_model.encoder..."; transformers 5's CLIPTextModel has no
+            # text_model level (CLIPTextModelWithProjection has): accept both spellings
+            if path.startswith("text_model."):
+                spellings = [path, path[len("text_model."):]]
+            elif path == "text_projection":
+                spellings = [path]
+            else:
+                spellings = ["text_model." + path, path]
+            names = [p + s.replace(".", "_") for s in spellings for p in slot.lora_prefixes]
+            names += [slot.lora_dotted + s for s in spellings]
+            self._alias(q, *names)
 
     def _alias(self, qualified: str, *names: str) -> None:
         for n in names:
@@ -713,36 +707,37 @@ def default_targets(components, conv: bool = True) -> list[str]:
             elif path.endswith((".proj_in", ".proj_out")) or (conv and ".resnets." in path and path.endswith(
                     (".conv1", ".conv2", ".time_emb_proj", ".conv_shortcut"))):
                 out.append("unet:" + path)
-    for comp, attr in (("te1", "text_encoder"), ("te2", "text_encoder_2")):
-        model = getattr(components, attr, None)
+    for slot in components.spec.text_slots:
+        model = components.text_encoders.get(slot.attr)
         if model is None:
             continue
         for path, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear) and (".self_attn." in path or ".mlp." in path):
-                out.append(f"{comp}:{path}")
+                out.append(f"{slot.lora_component}:{path}")
     return out
 
 
 def random_lora(components, targets: Iterable[str] | None = None, *, rank: int = 4, alpha: float | None = None,
-                seed: int = 0, std: float = 0.1, sdxl_names: bool | None = None) -> dict[str, torch.Tensor]:
+                seed: int = 0, std: float = 0.1) -> dict[str, torch.Tensor]:
     """A kohya-format LoRA state dict with random ``down``/``up`` weights for ``targets``
     (qualified names, see :func:`default_targets`).  Conv weights get a (rank, in, k, k) down and a
-    (out, rank, 1, 1) up.  Text encoders are named ``lora_te_`` (``lora_te1_``/``lora_te2_`` when
-    the model has two, or ``sdxl_names``)."""
+    (out, rank, 1, 1) up.  Text encoders are named with their slot's first kohya prefix (``lora_te_``;
+    SDXL: ``lora_te1_``/``lora_te2_``)."""
     gen = torch.Generator().manual_seed(seed)
-    two = getattr(components, "text_encoder_2", None) is not None if sdxl_names is None else sdxl_names
-    models = {"unet": components.unet, "te1": getattr(components, "text_encoder", None),
-              "te2": getattr(components, "text_encoder_2", None)}
+    models = {"unet": components.unet}
+    prefixes = {"unet": "lora_unet_"}
+    for slot in components.spec.text_slots:
+        models[slot.lora_component] = components.text_encoders.get(slot.attr)
+        prefixes[slot.lora_component] = slot.lora_prefixes[0]
     out: dict[str, torch.Tensor] = {}
     for q in (default_targets(components) if targets is None else targets):
         comp, path = q.split(":", 1)
         weight = models[comp].get_submodule(path).weight
         if comp == "unet":
-            name = "lora_unet_" + path.replace(".", "_")
+            name = prefixes[comp] + path.replace(".", "_")
         else:
             full = path if path.startswith("text_model.") else "text_model." + path
-            prefix = {"te1": "lora_te1_" if two else "lora_te_", "te2": "lora_te2_"}[comp]
-            name = prefix + full.replace(".", "_")
+            name = prefixes[comp] + full.replace(".", "_")
         if weight.ndim == 4:
             down = torch.randn(rank, *weight.shape[1:], generator=gen) * std
             up = torch.randn(weight.shape[0], rank, 1, 1, generator=gen) * std

@@ -5,8 +5,12 @@ Nothing here touches the network: every config comes from ``configs/`` or is
 inferred from tensor shapes, tokenizers come from ``configs/tokenizer``, and
 ``from_pretrained`` is only ever called with ``local_files_only=True``.
 
+What differs between kinds of model (SD 1.x, 2.x, XL: key prefixes, text encoders,
+head counts, extra UNet inputs) is asked of the registered model families
+(:mod:`modules.families`); this module is the generic reader, builder and writer.
+
 Public API
-    ModelFormatError, read_state_dict, read_sidecar, detect_architecture,
+    ModelFormatError, read_state_dict, detect_architecture,
     ModelSpec, SDComponents, build_components, load_diffusers_folder,
     load_vae_state_dict, to_ldm_state_dict, save_checkpoint,
     load_tokenizer, load_arch_info, load_arch_configs, write_diffusers_config_folder
@@ -21,8 +25,8 @@ Detection notes
       ``modelspec.prediction_type`` / ``modelspec.architecture`` /
       ``modelspec.resolution`` and kohya's ``ss_v_parameterization`` metadata,
       and a ``v_pred`` marker tensor in the state dict.
-    * Attention head counts are not stored in weights.  Rule used: SD1 -> 8
-      heads everywhere; SD2/SDXL -> channels // 64 (min 1); CLIP text
+    * Attention head counts are not stored in weights.  Rule used: the family's
+      ``unet_heads`` (SD 1.x: 8 everywhere), else channels // 64 (min 1); CLIP text
       encoders -> hidden // 64 (min 1).  All shipped and tiny models follow it.
 """
 from __future__ import annotations
@@ -36,28 +40,16 @@ from typing import Any
 
 import torch
 
-from modules import heavy_imports, mf_keys
+from modules import families, heavy_imports, mf_keys
 
 heavy_imports.ensure()  # whichever thread imports this module first takes diffusers/transformers in one go
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS_DIR = families.CONFIGS_DIR
 TOKENIZER_DIR = CONFIGS_DIR / "tokenizer"
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-
-ARCHES = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sd2-inpaint", "sdxl", "sdxl-inpaint", "sdxl-refiner")
-
-# Per family: (diffusers attribute, LDM layout, LDM prefix) for each text encoder.
-_TEXT_LAYOUTS: dict[str, list[tuple[str, str, str]]] = {
-    "sd1": [("text_encoder", "hf", "cond_stage_model.transformer.")],
-    "sd2": [("text_encoder", "openclip", "cond_stage_model.model.")],
-    "sdxl": [
-        ("text_encoder", "hf", "conditioner.embedders.0.transformer."),
-        ("text_encoder_2", "openclip", "conditioner.embedders.1.model."),
-    ],
-    "sdxl-refiner": [("text_encoder_2", "openclip", "conditioner.embedders.0.model.")],
-}
+# the single-file layout's UNet and VAE prefixes (every registered family so far; a family may differ)
+UNET_PREFIX = families.ModelFamily.unet_prefix
+VAE_PREFIX = families.ModelFamily.vae_prefix
 
 # Tensors under a text-encoder prefix that have no place in the transformers
 # module; they are kept in SDComponents.extras and written back.
@@ -73,7 +65,7 @@ class ModelFormatError(Exception):
 
 @dataclass
 class ModelSpec:
-    arch: str
+    arch: str                # the variant (configs/<arch>/), e.g. "sd1-inpaint"
     prediction_type: str
     native_resolution: int
     scaling_factor: float
@@ -82,11 +74,23 @@ class ModelSpec:
     text_encoder_configs: list[dict]
     scheduler_config: dict
     is_inpaint: bool
-    # which SDComponents attribute each entry of text_encoder_configs fills
+    # which SDComponents.text_encoders entry each entry of text_encoder_configs fills
     text_encoder_names: list[str] = field(default_factory=lambda: ["text_encoder"])
-    family: str = "sd1"  # sd1 | sd2 | sdxl | sdxl-refiner (text-encoder layout)
+    family: str = families.DEFAULT  # the registered family (modules.families) the variant belongs to
     clip_skip: int = 1  # default: 1 = last layer, 2 = penultimate
     tokenizer_pad_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_family(self) -> families.ModelFamily:
+        return families.get(self.family)
+
+    @property
+    def variant(self) -> families.Variant:
+        return self.model_family.variant(self.arch)
+
+    @property
+    def text_slots(self) -> tuple[families.TextEncoderSlot, ...]:
+        return self.model_family.text_encoders(self.variant)
 
 
 @dataclass
@@ -94,22 +98,31 @@ class SDComponents:
     spec: ModelSpec
     unet: Any  # diffusers.UNet2DConditionModel
     vae: Any  # diffusers.AutoencoderKL
-    text_encoder: Any  # transformers.CLIPTextModel (None for the SDXL refiner)
-    text_encoder_2: Any = None  # transformers.CLIPTextModelWithProjection (SDXL)
-    tokenizer: Any = None  # transformers.CLIPTokenizer
-    tokenizer_2: Any = None
+    # transformers CLIP text models and their tokenizers, keyed as the family's text-encoder slots say
+    text_encoders: dict[str, Any] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
     # LDM tensors with no place in the modules (SD2's OpenCLIP text_projection,
     # logit_scale, position_ids ...), full LDM keys; written back on save.
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     execution_device: Any = None  # where the models run (set by ModelManager; offloaded weights live elsewhere)
     compile_pending: bool = False  # --compile: the UNet is wrapped and the next job pays for compiling it
 
+    def named_models(self) -> list[tuple[str, Any]]:
+        """(name, module) of every model, in the order a job uses them: text encoders, UNet, VAE."""
+        out = [(name, m) for name, m in self.text_encoders.items() if m is not None]
+        return out + [("unet", self.unet), ("vae", self.vae)]
+
+    # diffusers' pipelines and the tests name the first two encoders and tokenizers as attributes
+    text_encoder = property(lambda self: self.text_encoders.get("text_encoder"))
+    text_encoder_2 = property(lambda self: self.text_encoders.get("text_encoder_2"))
+    tokenizer = property(lambda self: self.tokenizers.get("tokenizer"))
+    tokenizer_2 = property(lambda self: self.tokenizers.get("tokenizer_2"))
+
 
 def _assemble(spec: ModelSpec, unet, vae, texts: dict, toks: dict, extras: dict | None = None) -> SDComponents:
-    """SDComponents from the models and tokenizers keyed by their attribute names."""
-    return SDComponents(spec=spec, unet=unet, vae=vae, text_encoder=texts.get("text_encoder"),
-                        text_encoder_2=texts.get("text_encoder_2"), tokenizer=toks.get("tokenizer"),
-                        tokenizer_2=toks.get("tokenizer_2"), extras=extras or {})
+    """SDComponents from the models and tokenizers keyed by their slot names."""
+    return SDComponents(spec=spec, unet=unet, vae=vae, text_encoders=dict(texts), tokenizers=dict(toks),
+                        extras=extras or {})
 
 
 # ------------------------------------------------------------------- config files
@@ -120,9 +133,16 @@ def _read_json(path: Path) -> dict:
         return json.load(fh)
 
 
+def _config_dir(arch: str) -> Path:
+    try:
+        return families.variant(arch).configs
+    except KeyError as e:
+        raise ModelFormatError(str(e.args[0])) from None
+
+
 def load_arch_info(arch: str) -> dict:
     """configs/<arch>/arch.json: native_resolution, prediction_type, scaling_factor, clip_skip, tokenizers."""
-    path = CONFIGS_DIR / arch / "arch.json"
+    path = _config_dir(arch) / "arch.json"
     if not path.is_file():
         raise ModelFormatError(f"unknown architecture {arch!r} (no {path})")
     return _read_json(path)
@@ -130,18 +150,19 @@ def load_arch_info(arch: str) -> dict:
 
 def load_arch_configs(arch: str) -> dict[str, dict]:
     """The shipped diffusers-format configs of ``arch``: keys unet, vae,
-    scheduler, model_index and text_encoder / text_encoder_2 where present."""
-    base = CONFIGS_DIR / arch
+    scheduler, model_index and one per text encoder (text_encoder, text_encoder_2) where present."""
+    base = _config_dir(arch)
     out = {
         "unet": _read_json(base / "unet" / "config.json"),
         "vae": _read_json(base / "vae" / "config.json"),
         "scheduler": _read_json(base / "scheduler" / "scheduler_config.json"),
         "model_index": _read_json(base / "model_index.json"),
     }
-    for name in ("text_encoder", "text_encoder_2"):
-        p = base / name / "config.json"
+    v = families.variant(arch)
+    for slot in families.get(v.family).text_encoders(v):
+        p = base / slot.attr / "config.json"
         if p.is_file():
-            out[name] = _read_json(p)
+            out[slot.attr] = _read_json(p)
     return out
 
 
@@ -217,17 +238,6 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_sidecar(checkpoint_path) -> dict | None:
-    """Contents of ``<stem>.yaml`` or ``<stem>.json`` next to a checkpoint, or None."""
-    from modules.file_readers import FileReadError
-    from modules.file_readers import read_sidecar as read
-
-    try:
-        return read(checkpoint_path)
-    except FileReadError as e:
-        raise ModelFormatError(str(e)) from None
-
-
 # ------------------------------------------------------------------ inference
 
 
@@ -247,8 +257,9 @@ def _heads(channels: int) -> int:
     return max(1, channels // 64)
 
 
-def _infer_unet(u: dict[str, torch.Tensor], family: str) -> dict:
-    """diffusers UNet2DConditionModel config fields derived from LDM UNet shapes."""
+def _infer_unet(u: dict[str, torch.Tensor], heads: int | None = None) -> dict:
+    """diffusers UNet2DConditionModel config fields derived from LDM UNet shapes (``heads``: attention heads
+    per layer, or None for channels // 64).  The family adds its extra embeddings (finish_unet_config)."""
     keys = list(u)
     try:
         conv_in = u["input_blocks.0.0.weight"]
@@ -347,20 +358,10 @@ def _infer_unet(u: dict[str, torch.Tensor], family: str) -> dict:
         "use_linear_projection": use_linear,
         "transformer_layers_per_block": tl[0] if len(set(tl)) == 1 else tl,
     }
-    if family == "sd1":
-        cfg["attention_head_dim"] = 8
-    else:
-        cfg["attention_head_dim"] = [_heads(c) for c in channels]
+    cfg["attention_head_dim"] = heads if heads is not None else [_heads(c) for c in channels]
     temb = u["time_embed.0.weight"]
     if int(temb.shape[0]) != 4 * channels[0]:
         cfg["time_embedding_dim"] = int(temb.shape[0])
-    if "label_emb.0.0.weight" in u:
-        cfg["addition_embed_type"] = "text_time"
-        cfg["projection_class_embeddings_input_dim"] = int(u["label_emb.0.0.weight"].shape[1])
-    else:
-        cfg["addition_embed_type"] = None
-        cfg["projection_class_embeddings_input_dim"] = None
-        cfg["addition_time_embed_dim"] = None
     return cfg
 
 
@@ -437,16 +438,6 @@ def _describe_non_sd(sd: dict) -> str:
     return f"no UNet weights ({UNET_PREFIX}*) found; {len(keys)} tensors, e.g. {sample or 'none'}"
 
 
-def _normalize_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Old SD1 files store CLIP as cond_stage_model.transformer.embeddings... (no text_model.)."""
-    old = "cond_stage_model.transformer."
-    if any(k.startswith(old + "embeddings.") for k in sd) and not any(k.startswith(old + "text_model.") for k in sd):
-        return {
-            (old + "text_model." + k[len(old) :] if k.startswith(old) else k): v for k, v in sd.items()
-        }
-    return sd
-
-
 def _flatten_sidecar(sidecar: dict | None) -> dict:
     """Accept flat {prediction_type, native_resolution, scaling_factor, unet_config...}
     or an original LDM YAML ({model: {params: {parameterization, scale_factor ...}}})."""
@@ -516,87 +507,42 @@ def _hints_from_metadata(metadata: dict | None, sd: dict) -> dict:
 
 def detect_architecture(state_dict, metadata: dict | None = None, sidecar: dict | None = None) -> ModelSpec:
     """Tell which Stable Diffusion model ``state_dict`` (LDM single-file layout)
-    holds and infer every module config from tensor shapes.
+    holds and infer every module config from tensor shapes.  The registered model
+    families (:mod:`modules.families`) say which keys are theirs.
 
     Raises ModelFormatError("not a Stable Diffusion checkpoint: ...") for
     LoRAs, VAEs, embeddings, random tensors etc."""
-    sd = _normalize_keys(state_dict)
-    unet = _sub(sd, UNET_PREFIX)
-    if "input_blocks.0.0.weight" not in unet:
-        raise ModelFormatError("not a Stable Diffusion checkpoint: " + _describe_non_sd(sd))
-
-    has = lambda p: any(k.startswith(p) for k in sd)  # noqa: E731
-    if "label_emb.0.0.weight" in unet:
-        if has("conditioner.embedders.1.model.") and has("conditioner.embedders.0.transformer."):
-            family = "sdxl"
-        elif has("conditioner.embedders.0.model."):
-            family = "sdxl-refiner"
-        else:
-            raise ModelFormatError(
-                "not a complete Stable Diffusion XL checkpoint: it has an SDXL UNet but no text encoders "
-                "(conditioner.embedders.*)"
-            )
-    elif has("cond_stage_model.transformer.text_model."):
-        family = "sd1"
-    elif has("cond_stage_model.model."):
-        family = "sd2"
-    else:
-        raise ModelFormatError(
-            "not a complete Stable Diffusion checkpoint: it has a UNet but no text encoder (cond_stage_model.*)"
-        )
-    if not has(VAE_PREFIX):
-        raise ModelFormatError("not a complete Stable Diffusion checkpoint: it has no VAE (first_stage_model.*)")
-
-    ucfg = _infer_unet(unet, "sd1" if family == "sd1" else "sdxl")
-    vcfg = _infer_vae(_sub(sd, VAE_PREFIX))
-    te_cfgs = []
-    names = []
-    for attr, layout, prefix in _TEXT_LAYOUTS[family]:
-        te_cfgs.append(_infer_clip(_sub(sd, prefix), layout))
-        names.append(attr)
-
+    found = families.match_checkpoint(state_dict.keys())
+    if found is None:
+        if UNET_PREFIX + "input_blocks.0.0.weight" in state_dict:
+            raise ModelFormatError("not a complete Stable Diffusion checkpoint: it has a UNet but no text encoder "
+                                   "(cond_stage_model.*)")
+        raise ModelFormatError("not a Stable Diffusion checkpoint: " + _describe_non_sd(state_dict))
+    fam, base = found
+    sd = fam.normalize_keys(state_dict)
+    unet = _sub(sd, fam.unet_prefix)
+    if not any(k.startswith(fam.vae_prefix) for k in sd):
+        raise ModelFormatError(f"not a complete Stable Diffusion checkpoint: it has no VAE ({fam.vae_prefix}*)")
+    ucfg = _infer_unet(unet, fam.unet_heads)
+    vcfg = _infer_vae(_sub(sd, fam.vae_prefix))
+    slots = fam.text_encoders(base)
+    te_cfgs = [_infer_clip(_sub(sd, slot.prefix), slot.layout) for slot in slots]
     in_ch = ucfg["in_channels"]
     if in_ch not in (4, 9):
         raise ModelFormatError(
             f"unsupported Stable Diffusion variant: UNet takes {in_ch} input channels "
             "(4 = normal, 9 = inpainting; others such as depth or instruct-pix2pix are not supported)"
         )
-    is_inpaint = in_ch == 9
-
-    if ucfg.get("projection_class_embeddings_input_dim"):
-        # SDXL "text_time" input = pooled text embedding + N time ids of addition_time_embed_dim each:
-        # base has 6 ids (original size, crop, target size), the refiner 5 (aesthetic score instead of target size).
-        pooled = te_cfgs[-1]["projection_dim"]
-        n_ids = 5 if family == "sdxl-refiner" else 6
-        rest = ucfg["projection_class_embeddings_input_dim"] - pooled
-        if rest <= 0 or rest % n_ids:
-            raise ModelFormatError(
-                f"SDXL UNet add-embedding input {ucfg['projection_class_embeddings_input_dim']} does not match "
-                f"pooled text size {pooled} + {n_ids} time ids"
-            )
-        ucfg["addition_time_embed_dim"] = rest // n_ids
-
+    fam.finish_unet_config(ucfg, unet, te_cfgs, base)
     hints = _hints_from_metadata(metadata, sd)
     hints.update(_flatten_sidecar(sidecar))
-
-    if family == "sd1":
-        arch = "sd1-inpaint" if is_inpaint else "sd1"
-    elif family == "sd2":
-        if is_inpaint:
-            arch = "sd2-inpaint"
-        else:
-            arch = "sd2" if hints.get("prediction_type") == "epsilon" else "sd2-v"
-    elif family == "sdxl":
-        arch = "sdxl-inpaint" if is_inpaint else "sdxl"
-    else:
-        arch = "sdxl-refiner"
-
-    return _make_spec(arch, family, ucfg, vcfg, te_cfgs, names, hints, is_inpaint)
+    return _make_spec(fam.variant_for(base, ucfg, hints), ucfg, vcfg, te_cfgs, hints)
 
 
-def _make_spec(arch, family, ucfg, vcfg, te_cfgs, names, hints, is_inpaint) -> ModelSpec:
-    info = load_arch_info(arch)
-    shipped = load_arch_configs(arch)
+def _make_spec(variant: families.Variant, ucfg, vcfg, te_cfgs, hints) -> ModelSpec:
+    info = variant.info
+    shipped = load_arch_configs(variant.name)
+    slots = families.get(variant.family).text_encoders(variant)
     prediction = hints.get("prediction_type", info["prediction_type"])
     resolution = int(hints.get("native_resolution", info["native_resolution"]))
     scaling = float(hints.get("scaling_factor", info["scaling_factor"]))
@@ -610,10 +556,10 @@ def _make_spec(arch, family, ucfg, vcfg, te_cfgs, names, hints, is_inpaint) -> M
     vae_config["sample_size"] = resolution
     vae_config["scaling_factor"] = scaling
     text_cfgs = []
-    for name, inferred in zip(names, te_cfgs):
-        c = dict(shipped[name])
+    for slot, inferred in zip(slots, te_cfgs):
+        c = dict(shipped[slot.attr])
         c.update(inferred)
-        c["architectures"] = ["CLIPTextModelWithProjection" if name == "text_encoder_2" else "CLIPTextModel"]
+        c["architectures"] = ["CLIPTextModelWithProjection" if slot.with_projection else "CLIPTextModel"]
         if c["vocab_size"] <= max(c.get("bos_token_id", 0), c.get("eos_token_id", 0)):
             c["bos_token_id"], c["eos_token_id"] = 0, 2  # vocab without SD's special ids
         text_cfgs.append(c)
@@ -633,7 +579,7 @@ def _make_spec(arch, family, ucfg, vcfg, te_cfgs, names, hints, is_inpaint) -> M
 
     pads = {k: v["pad_token"] for k, v in info.get("tokenizers", {}).items()}
     return ModelSpec(
-        arch=arch,
+        arch=variant.name,
         prediction_type=prediction,
         native_resolution=resolution,
         scaling_factor=float(vae_config["scaling_factor"]),
@@ -641,9 +587,9 @@ def _make_spec(arch, family, ucfg, vcfg, te_cfgs, names, hints, is_inpaint) -> M
         vae_config=vae_config,
         text_encoder_configs=text_cfgs,
         scheduler_config=sched,
-        is_inpaint=is_inpaint,
-        text_encoder_names=list(names),
-        family=family,
+        is_inpaint=variant.inpaint,
+        text_encoder_names=[slot.attr for slot in slots],
+        family=variant.family,
         clip_skip=int(hints.get("clip_skip", info.get("clip_skip", 1))),
         tokenizer_pad_tokens=pads,
     )
@@ -662,10 +608,10 @@ def _empty_models(spec: ModelSpec):
         unet = UNet2DConditionModel.from_config(spec.unet_config)
         vae = AutoencoderKL.from_config(spec.vae_config)
         texts = {}
-        for name, cfg in zip(spec.text_encoder_names, spec.text_encoder_configs):
+        for slot, cfg in zip(spec.text_slots, spec.text_encoder_configs):
             conf = CLIPTextConfig.from_dict(_clip_config_dict(cfg))
-            cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
-            texts[name] = cls(conf)
+            cls = CLIPTextModelWithProjection if slot.with_projection else CLIPTextModel
+            texts[slot.attr] = cls(conf)
     return unet, vae, texts
 
 
@@ -674,12 +620,8 @@ def _clip_config_dict(cfg: dict) -> dict:
 
 
 def _tokenizers_for(spec: ModelSpec) -> dict[str, Any]:
-    out = {}
-    for name in spec.text_encoder_names:
-        tok_name = "tokenizer_2" if name == "text_encoder_2" else "tokenizer"
-        default = "<|endoftext|>" if spec.family == "sd1" or tok_name == "tokenizer" and spec.family == "sdxl" else "!"
-        out[tok_name] = load_tokenizer(spec.tokenizer_pad_tokens.get(tok_name, default))
-    return out
+    return {slot.tokenizer: load_tokenizer(spec.tokenizer_pad_tokens.get(slot.tokenizer, slot.pad_token))
+            for slot in spec.text_slots}
 
 
 def _cast(t: torch.Tensor, dtype) -> torch.Tensor:
@@ -719,19 +661,21 @@ def _gather(model_keys, lookup, src: dict, used: set, what: str, expected_shapes
 
 
 def _unet_sd_from_ldm(unet, sd: dict, spec: ModelSpec, dtype) -> dict:
-    kmap = mf_keys.unet_key_map(spec.unet_config)
+    fam = spec.model_family
+    kmap = fam.unet_key_map(spec.unet_config)
+    prefix = fam.unet_prefix
     used: set[str] = set()
     shapes = {k: v.shape for k, v in unet.state_dict().items()}
 
     def lookup(k):
-        lk = UNET_PREFIX + kmap(k)
+        lk = prefix + kmap(k)
         if lk not in sd:
             raise KeyError(lk)
         used.add(lk)
         return _cast(sd[lk], dtype)
 
     out = _gather(shapes, lookup, sd, used, "UNet", shapes)
-    extra = [k for k in sd if k.startswith(UNET_PREFIX) and k not in used]
+    extra = [k for k in sd if k.startswith(prefix) and k not in used]
     if extra:
         raise ModelFormatError(
             f"UNet: {len(extra)} checkpoint tensors do not belong to the inferred model, e.g. {', '.join(extra[:5])}"
@@ -807,26 +751,22 @@ def build_components(state_dict, spec: ModelSpec, dtype=torch.float32, device="c
     """Build diffusers/transformers modules for ``spec`` and fill them from the
     LDM-layout ``state_dict``.  Every module tensor must come from the file
     (strict); stray tensors under a module's prefix are an error too."""
-    sd = _normalize_keys(state_dict)
+    fam = spec.model_family
+    sd = fam.normalize_keys(state_dict)
     unet, vae, texts = _empty_models(spec)
     _load_into(unet, _unet_sd_from_ldm(unet, sd, spec, dtype), "UNet")
-    _load_into(vae, _vae_sd_from_ldm(vae, _sub(sd, VAE_PREFIX), spec.vae_config, dtype), "VAE")
+    _load_into(vae, _vae_sd_from_ldm(vae, _sub(sd, fam.vae_prefix), spec.vae_config, dtype), "VAE")
     extras: dict[str, torch.Tensor] = {}
-    layouts = {attr: (layout, prefix) for attr, layout, prefix in _TEXT_LAYOUTS[spec.family]}
-    for name, model in texts.items():
-        layout, prefix = layouts[name]
-        what = "text encoder" if name == "text_encoder" else "second text encoder"
-        _load_into(model, _text_sd_from_ldm(model, sd, layout, prefix, dtype, what, extras), what)
+    for i, slot in enumerate(spec.text_slots):
+        model = texts[slot.attr]
+        what = "text encoder" if i == 0 else "second text encoder"
+        _load_into(model, _text_sd_from_ldm(model, sd, slot.layout, slot.prefix, dtype, what, extras), what)
     toks = _tokenizers_for(spec)
     comps = _assemble(spec, unet, vae, texts, toks, extras)
-    for m in _modules(comps):
+    for _, m in comps.named_models():
         m.to(device)
         m.eval()
     return comps
-
-
-def _modules(c: SDComponents):
-    return [m for m in (c.unet, c.vae, c.text_encoder, c.text_encoder_2) if m is not None]
 
 
 # ----------------------------------------------------------------- LDM writer
@@ -835,22 +775,23 @@ def _modules(c: SDComponents):
 def to_ldm_state_dict(components: SDComponents) -> dict[str, torch.Tensor]:
     """diffusers/transformers modules -> the original single-file key layout."""
     spec = components.spec
+    fam = spec.model_family
     out: dict[str, torch.Tensor] = {}
-    kmap = mf_keys.unet_key_map(spec.unet_config)
+    kmap = fam.unet_key_map(spec.unet_config)
     for k, t in components.unet.state_dict().items():
-        out[UNET_PREFIX + kmap(k)] = t
+        out[fam.unet_prefix + kmap(k)] = t
     vmap = mf_keys.vae_key_map(spec.vae_config)
     for k, t in components.vae.state_dict().items():
         lk = vmap(k, identity_ok=True)
         if mf_keys.is_vae_attention_matrix(lk) and t.ndim == 2:
             t = t.reshape(*t.shape, 1, 1)
-        out[VAE_PREFIX + lk] = t
-    for attr, layout, prefix in _TEXT_LAYOUTS[spec.family]:
-        model = getattr(components, attr)
+        out[fam.vae_prefix + lk] = t
+    for slot in spec.text_slots:
+        model, prefix = components.text_encoders.get(slot.attr), slot.prefix
         if model is None:
-            raise ModelFormatError(f"{spec.arch} needs {attr}, but the components have none")
+            raise ModelFormatError(f"{spec.arch} needs {slot.attr}, but the components have none")
         tsd = model.state_dict()
-        if layout == "hf":
+        if slot.layout == "hf":
             for k, t in tsd.items():
                 out[prefix + mf_keys.hf_clip_ldm_key(k)] = t
         else:
@@ -925,7 +866,7 @@ def load_vae_state_dict(path) -> dict[str, torch.Tensor]:
                 v = v.reshape(v.shape[0], v.shape[1])
             out[k] = v
         return out
-    cfg = dict(load_arch_configs("sd1")["vae"])
+    cfg = dict(load_arch_configs(families.default().base.name)["vae"])
     cfg.update(_infer_vae(sd))
     with init_empty_weights():
         model = AutoencoderKL.from_config(cfg)
@@ -935,25 +876,13 @@ def load_vae_state_dict(path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------- diffusers folders
 
 
-def _spec_from_diffusers_configs(unet_cfg, vae_cfg, te_cfgs, names, sched_cfg) -> ModelSpec:
-    in_ch = unet_cfg.get("in_channels", 4)
-    is_inpaint = in_ch == 9
-    if unet_cfg.get("addition_embed_type") == "text_time":
-        if "text_encoder" in names:
-            family, arch = "sdxl", ("sdxl-inpaint" if is_inpaint else "sdxl")
-        else:
-            family, arch = "sdxl-refiner", "sdxl-refiner"
-    elif te_cfgs and te_cfgs[0].get("hidden_act") == "gelu":
-        family = "sd2"
-        pred = sched_cfg.get("prediction_type", "epsilon")
-        arch = "sd2-inpaint" if is_inpaint else ("sd2-v" if pred == "v_prediction" else "sd2")
-    else:
-        family, arch = "sd1", ("sd1-inpaint" if is_inpaint else "sd1")
-    info = load_arch_info(arch)
+def _spec_from_diffusers_configs(variant: families.Variant, unet_cfg, vae_cfg, te_cfgs, sched_cfg) -> ModelSpec:
+    info = variant.info
+    slots = families.get(variant.family).text_encoders(variant)
     pads = {k: v["pad_token"] for k, v in info.get("tokenizers", {}).items()}
     down = 2 ** (len(vae_cfg.get("block_out_channels", [1, 1, 1, 1])) - 1)
     return ModelSpec(
-        arch=arch,
+        arch=variant.name,
         prediction_type=sched_cfg.get("prediction_type", info["prediction_type"]),
         native_resolution=int(unet_cfg.get("sample_size", info["native_resolution"] // 8)) * down,
         scaling_factor=float(vae_cfg.get("scaling_factor", info["scaling_factor"])),
@@ -961,18 +890,30 @@ def _spec_from_diffusers_configs(unet_cfg, vae_cfg, te_cfgs, names, sched_cfg) -
         vae_config=dict(vae_cfg),
         text_encoder_configs=[dict(c) for c in te_cfgs],
         scheduler_config=dict(sched_cfg),
-        is_inpaint=is_inpaint,
-        text_encoder_names=list(names),
-        family=family,
+        is_inpaint=variant.inpaint,
+        text_encoder_names=[slot.attr for slot in slots],
+        family=variant.family,
         clip_skip=int(info.get("clip_skip", 1)),
         tokenizer_pad_tokens=pads,
     )
 
 
+def _folder_text_encoders(path: Path, dtype) -> dict:
+    """The text encoders of a diffusers folder, by folder name (every name a family's slot uses)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    texts = {}
+    for slot in families.text_slot_kinds():
+        if (path / slot.attr).is_dir():
+            cls = CLIPTextModelWithProjection if slot.with_projection else CLIPTextModel
+            texts[slot.attr] = cls.from_pretrained(str(path), subfolder=slot.attr, dtype=dtype, local_files_only=True)
+    return texts
+
+
 def load_diffusers_folder(path, dtype=torch.float32) -> SDComponents:
     """A diffusers-format folder (model_index.json, unet/, vae/, text_encoder/ ...)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     path = Path(path)
     if not (path / "model_index.json").is_file() or not (path / "unet").is_dir():
@@ -980,32 +921,33 @@ def load_diffusers_folder(path, dtype=torch.float32) -> SDComponents:
     try:
         unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", torch_dtype=dtype, local_files_only=True)
         vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        texts, names = {}, []
-        for name, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
-            if (path / name).is_dir():
-                texts[name] = cls.from_pretrained(str(path), subfolder=name, dtype=dtype, local_files_only=True)
-                names.append(name)
+        texts = _folder_text_encoders(path, dtype)
         sched_file = path / "scheduler" / "scheduler_config.json"
         sched_cfg = _read_json(sched_file) if sched_file.is_file() else {}
     except ModelFormatError:
         raise
     except Exception as exc:
         raise ModelFormatError(f"{path.name}: cannot load diffusers folder: {type(exc).__name__}: {exc}") from exc
-    if not names:
+    if not texts:
         raise ModelFormatError(f"{path.name}: diffusers folder has no text_encoder/")
+    names = list(texts)
     te_cfgs = [texts[n].config.to_dict() for n in names]
-    spec = _spec_from_diffusers_configs(dict(unet.config), dict(vae.config), te_cfgs, names, sched_cfg)
+    found = families.match_diffusers(dict(unet.config), te_cfgs, names, sched_cfg)
+    if found is None:
+        raise ModelFormatError(f"{path.name}: a diffusers folder of a kind this program does not know "
+                               f"(text encoders {', '.join(names)})")
+    spec = _spec_from_diffusers_configs(found[1], dict(unet.config), dict(vae.config), te_cfgs, sched_cfg)
     if not sched_cfg:
         spec.scheduler_config = load_arch_configs(spec.arch)["scheduler"]
     toks = {}
-    for name in names:
-        tname = "tokenizer_2" if name == "text_encoder_2" else "tokenizer"
-        if (path / tname).is_dir():
-            toks[tname] = CLIPTokenizer.from_pretrained(str(path), subfolder=tname, local_files_only=True)
+    for slot in spec.text_slots:
+        if (path / slot.tokenizer).is_dir():
+            toks[slot.tokenizer] = CLIPTokenizer.from_pretrained(str(path), subfolder=slot.tokenizer,
+                                                                 local_files_only=True)
         else:
-            toks[tname] = load_tokenizer(spec.tokenizer_pad_tokens.get(tname, "<|endoftext|>"))
+            toks[slot.tokenizer] = load_tokenizer(spec.tokenizer_pad_tokens.get(slot.tokenizer, slot.pad_token))
     comps = _assemble(spec, unet, vae, texts, toks)
-    for m in _modules(comps):
+    for _, m in comps.named_models():
         m.eval()
     return comps
 
@@ -1029,16 +971,16 @@ def write_diffusers_config_folder(spec: ModelSpec, dest) -> Path:
     dump("unet/config.json", dict(spec.unet_config, _class_name="UNet2DConditionModel"))
     dump("vae/config.json", dict(spec.vae_config, _class_name="AutoencoderKL"))
     dump("scheduler/scheduler_config.json", spec.scheduler_config)
-    for name, cfg in zip(spec.text_encoder_names, spec.text_encoder_configs):
+    for slot, cfg in zip(spec.text_slots, spec.text_encoder_configs):
         c = dict(cfg)
         c["model_type"] = "clip_text_model"
-        dump(f"{name}/config.json", c)
-        tname = "tokenizer_2" if name == "text_encoder_2" else "tokenizer"
+        dump(f"{slot.attr}/config.json", c)
+        tname = slot.tokenizer
         tdir = dest / tname
         tdir.mkdir(exist_ok=True)
         for f in ("vocab.json", "merges.txt"):
             shutil.copyfile(TOKENIZER_DIR / f, tdir / f)
-        pad = spec.tokenizer_pad_tokens.get(tname, "<|endoftext|>")
+        pad = spec.tokenizer_pad_tokens.get(tname, slot.pad_token)
         tcfg = _read_json(TOKENIZER_DIR / "tokenizer_config.json")
         tcfg["pad_token"] = pad
         smap = _read_json(TOKENIZER_DIR / "special_tokens_map.json")
@@ -1054,10 +996,10 @@ def empty_components(spec: ModelSpec, with_tokenizers: bool = False) -> SDCompon
     unet, vae, texts = _empty_models(spec)
     toks = _tokenizers_for(spec) if with_tokenizers else {}
     extras = {}
-    for attr, layout, prefix in _TEXT_LAYOUTS[spec.family]:
-        if layout == "openclip" and attr == "text_encoder":
-            cfg = spec.text_encoder_configs[spec.text_encoder_names.index(attr)]
-            extras[prefix + "text_projection"] = torch.empty(
+    for slot, cfg in zip(spec.text_slots, spec.text_encoder_configs):
+        if slot.layout == "openclip" and not slot.with_projection:
+            # OpenCLIP's projection has no place in CLIPTextModel; the files carry it (SD 2.x)
+            extras[slot.prefix + "text_projection"] = torch.empty(
                 cfg["hidden_size"], cfg["projection_dim"], device="meta"
             )
     return _assemble(spec, unet, vae, texts, toks, extras)
@@ -1066,15 +1008,15 @@ def empty_components(spec: ModelSpec, with_tokenizers: bool = False) -> SDCompon
 def spec_for_arch(arch: str) -> ModelSpec:
     """ModelSpec of the full-size shipped configs of ``arch`` (no weights involved)."""
     cfgs = load_arch_configs(arch)
-    names = [n for n in ("text_encoder", "text_encoder_2") if n in cfgs]
-    info = load_arch_info(arch)
-    spec = _spec_from_diffusers_configs(cfgs["unet"], cfgs["vae"], [cfgs[n] for n in names], names, cfgs["scheduler"])
-    spec.native_resolution = int(info["native_resolution"])
+    variant = families.variant(arch)
+    slots = families.get(variant.family).text_encoders(variant)
+    spec = _spec_from_diffusers_configs(variant, cfgs["unet"], cfgs["vae"], [cfgs[s.attr] for s in slots],
+                                        cfgs["scheduler"])
+    spec.native_resolution = variant.native_resolution
     return spec
 
 
 __all__ = [
-    "ARCHES",
     "CONFIGS_DIR",
     "ModelFormatError",
     "ModelSpec",
@@ -1087,7 +1029,6 @@ __all__ = [
     "load_diffusers_folder",
     "load_tokenizer",
     "load_vae_state_dict",
-    "read_sidecar",
     "read_state_dict",
     "save_checkpoint",
     "spec_for_arch",

@@ -24,87 +24,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from modules import prompt_parser, rng, samplers
+from modules.engine.request import (INPAINTING_FILL, RESIZE_MODES, GenerationRequest, RequestError,  # noqa: F401
+                                    hires_target, resolve_sampler_lenient, validate)
+from modules.upscalers import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
-LATENT_UPSCALE_MODES = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
-IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
-RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
-INPAINTING_FILL = ("fill", "original", "latent noise", "latent nothing")
-
-
-class RequestError(ValueError):
-    """A request field is invalid; `field` names it."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-
-
 class Interrupted(Exception):
     pass
-
-
-@dataclass
-class GenerationRequest:
-    """Everything one job needs. UI, API and command line all build this."""
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: list[str] = field(default_factory=list)
-    sampler_name: str = "DPM++ 2M"
-    scheduler: str = "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = 0
-    seed_resize_from_w: int = 0
-    n_iter: int = 1
-    batch_size: int = 1
-    clip_skip: int | None = None       # None: the setting
-    tiling: bool = False
-    eta: float | None = None
-    # hires fix
-    enable_hr: bool = False
-    hr_scale: float = 2.0
-    hr_upscaler: str = "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
-    # img2img / inpaint
-    init_images: list[Any] = field(default_factory=list)   # PIL images
-    mask: Any = None                                        # PIL image (white = repaint)
-    denoising_strength: float = 0.75
-    resize_mode: int = 0
-    mask_blur: int = 4
-    inpainting_fill: int = 1
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 32
-    inpainting_mask_invert: bool = False
-    initial_noise_multiplier: float | None = None
-    # job-level
-    override_settings: dict = field(default_factory=dict)
-    save_images: bool = True
-    do_not_save_grid: bool = False
-    mode: str = "txt2img"   # "txt2img" | "img2img"
-
-    @property
-    def is_img2img(self) -> bool:
-        return self.mode == "img2img"
 
 
 class NansError(RuntimeError):
@@ -178,71 +107,6 @@ class JobControl:
 
 # ---------------------------------------------------------------------------
 # validation
-
-
-def validate(req: GenerationRequest) -> None:
-    def num(name, value, lo=None, hi=None, integer=False):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(name, f"must be a number, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RequestError(name, f"must be a finite number, got {value!r}")
-        if integer and int(value) != value:
-            raise RequestError(name, f"must be a whole number, got {value!r}")
-        if lo is not None and value < lo:
-            raise RequestError(name, f"must be at least {lo}, got {value!r}")
-        if hi is not None and value > hi:
-            raise RequestError(name, f"must be at most {hi}, got {value!r}")
-
-    for name in ("width", "height"):
-        v = getattr(req, name)
-        num(name, v, 64, 2048, integer=True)
-        if int(v) % 8:
-            raise RequestError(name, f"must be a multiple of 8, got {v}")
-    num("steps", req.steps, 1, 500, integer=True)
-    num("cfg_scale", req.cfg_scale, 0, 100)
-    num("batch_size", req.batch_size, 1, 64, integer=True)
-    num("n_iter", req.n_iter, 1, 1000, integer=True)
-    num("subseed_strength", req.subseed_strength, 0, 1)
-    num("seed", req.seed, -1, rng.MAX_SEED, integer=True)
-    num("subseed", req.subseed, -1, rng.MAX_SEED, integer=True)
-    for name in ("seed_resize_from_w", "seed_resize_from_h"):
-        v = getattr(req, name)
-        num(name, v, -1, 2048, integer=True)
-        if 0 < v < 64:
-            raise RequestError(name, f"must be 0 (off) or between 64 and 2048, got {v}")
-    if req.clip_skip is not None:
-        num("clip_skip", req.clip_skip, 1, 12, integer=True)
-    if not isinstance(req.prompt, str):
-        raise RequestError("prompt", "must be text")
-    if not isinstance(req.negative_prompt, str):
-        raise RequestError("negative_prompt", "must be text")
-    resolve_sampler_lenient(req)
-    if req.enable_hr or req.is_img2img:
-        num("denoising_strength", req.denoising_strength, 0, 1)
-    if req.enable_hr:
-        num("hr_scale", req.hr_scale, 1, 8)
-        num("hr_second_pass_steps", req.hr_second_pass_steps, 0, 500, integer=True)
-        num("hr_resize_x", req.hr_resize_x, 0, 4096, integer=True)
-        num("hr_resize_y", req.hr_resize_y, 0, 4096, integer=True)
-        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in IMAGE_UPSCALERS:
-            valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
-            raise RequestError("hr_upscaler", f"unknown upscaler {req.hr_upscaler!r}. Valid: {valid}")
-    if req.is_img2img:
-        if not req.init_images:
-            raise RequestError("init_images", "img2img needs an init image")
-        for im in req.init_images:
-            if not isinstance(im, Image.Image):
-                raise RequestError("init_images", "is not an image")
-        num("resize_mode", req.resize_mode, 0, 3, integer=True)
-        num("mask_blur", req.mask_blur, 0, 256, integer=True)
-        num("inpainting_fill", req.inpainting_fill, 0, 3, integer=True)
-        num("inpaint_full_res_padding", req.inpaint_full_res_padding, 0, 1024, integer=True)
-        if req.mask is not None:
-            if not isinstance(req.mask, Image.Image):
-                raise RequestError("mask", "is not an image")
-            if req.mask.size != req.init_images[0].size:
-                raise RequestError("mask", f"size {req.mask.size[0]}x{req.mask.size[1]} differs from the init image's "
-                                           f"{req.init_images[0].size[0]}x{req.init_images[0].size[1]}")
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +237,6 @@ class Processor:
         # each schedule's texts are encoded together, as A1111 does (one batch per prompt schedule)
         cond_enc = [(w, sched, conditioner.encode([t for _, t in sched], joint=True)) for w, sched in cond_sched]
         uncond_enc = conditioner.encode([t for _, t in uncond_sched], joint=True, is_negative=True)
-        is_xl = getattr(self.c.unet.config, "addition_embed_type", None) == "text_time"
         image_cond = inpaint.get("image_cond") if inpaint is not None else None
         weights = [w for w, _, _ in cond_enc]
         use_uncond = not (cfg_scale == 1.0 and len(cond_sched) == 1 and cond_sched[0][0] == 1.0)
@@ -398,7 +261,7 @@ class Processor:
             x_in = x if image_cond is None else torch.cat([x, image_cond], dim=1)
             # one level per batch; a CPU value is copied without waiting for the GPU
             t_in = torch.as_tensor(t).to(x.device, torch.float32, non_blocking=True).reshape(-1)[0]
-            outs = self._unet_groups(x_in, t_in, groups, negative_flags, B, size, is_xl)
+            outs = self._unet_groups(x_in, t_in, groups, negative_flags, B, size)
             calls[0] += 1
             if not need_uncond:
                 return outs[0], outs[0]
@@ -408,7 +271,7 @@ class Processor:
 
         return guided
 
-    def _unet_groups(self, x, t, conds, negative_flags, B, size, is_xl) -> list[torch.Tensor]:
+    def _unet_groups(self, x, t, conds, negative_flags, B, size) -> list[torch.Tensor]:
         """Run the UNet for each conditioning; those of equal length share one batched call
         (A1111's default: prompts of different lengths are not padded, they run separately)."""
         by_len: dict[int, list[int]] = {}
@@ -419,33 +282,13 @@ class Processor:
             n = len(idxs)
             ctx = torch.cat([conds[gi].context.expand(B, -1, -1) for gi in idxs]).to(self.device, self.dtype)
             x_in = torch.cat([x] * n).to(self.dtype)
-            kwargs = {}
-            if is_xl:
-                pooled = torch.cat([conds[gi].pooled.expand(B, -1) for gi in idxs]).to(self.device, self.dtype)
-                tids = torch.cat([self.time_ids(size, negative=negative_flags[gi]).expand(B, -1) for gi in idxs])
-                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": tids.to(self.dtype)}
+            kwargs = self.spec.model_family.denoiser_inputs(
+                self.spec, [conds[gi] for gi in idxs], [negative_flags[gi] for gi in idxs], size, B, self.device,
+                self.dtype, self.__dict__.setdefault("_job_cache", {}))
             out = self.c.unet(x_in, t, encoder_hidden_states=ctx, return_dict=False, **kwargs)[0].float()
             for gi, chunk in zip(idxs, out.chunk(n)):
                 outs[gi] = chunk
         return outs
-
-    def time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
-        """SDXL's micro-conditioning ids, made on the device once per job and size: a tensor built from
-        host values inside the step loop would be a blocking host-to-device copy at every step."""
-        cache = self.__dict__.setdefault("_time_ids", {})
-        key = (tuple(size), negative)
-        if key not in cache:
-            cache[key] = self._make_time_ids(size, negative)
-        return cache[key]
-
-    def _make_time_ids(self, size: tuple[int, int], negative: bool) -> torch.Tensor:
-        h, w = size
-        if self.spec.arch == "sdxl-refiner":
-            score = 2.5 if negative else 6.0
-            ids = [h, w, 0, 0, score]
-        else:
-            ids = [h, w, 0, 0, h, w]
-        return torch.tensor([ids], dtype=torch.float32, device=self.device)
 
     def plan(self, req: GenerationRequest, steps: int, strength: float | None = None,
              exact: bool = False) -> samplers.SamplingPass:
@@ -475,7 +318,7 @@ class Processor:
 
             self._model_params = samplers.ModelParams(
                 alphas_cumprod_from_config(dict(self.spec.scheduler_config)), prediction=self.spec.prediction_type,
-                is_sdxl=getattr(self.c, "text_encoder_2", None) is not None)
+                ays_sigmas=self.spec.model_family.ays_sigmas)
         return self._model_params
 
     # -- VAE ------------------------------------------------------------------
@@ -547,7 +390,7 @@ class Processor:
 
     def _txt2img_inpaint_cond(self, B: int, height: int, width: int):
         """An inpainting (9-channel) model used without a mask: everything is masked, the image is gray."""
-        if self.c.unet.config.in_channels != 9:
+        if not self.spec.is_inpaint:
             return None
         gray = torch.zeros(B, 3, height, width)
         mask = torch.ones(B, 1, height // 8, width // 8, device=self.device)
@@ -626,7 +469,7 @@ class Processor:
                 image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
             elif req.inpainting_fill == 3:  # latent nothing
                 image_latents = image_latents * (1 - latent_mask)
-        if self.c.unet.config.in_channels == 9:
+        if self.spec.is_inpaint:
             if mask_for_model is not None:
                 mbin = (torch.from_numpy(np.asarray(mask_for_model, dtype=np.float32) / 255.0)[None, None] >= 0.5).float()
                 masked_image = image_t * (1 - mbin)
@@ -842,7 +685,7 @@ class Processor:
             "styles": list(req.styles),
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
             "clip_skip": clip_skip,
-            "is_using_inpainting_conditioning": self.c.unet.config.in_channels == 9,
+            "is_using_inpainting_conditioning": self.spec.is_inpaint,
             "version": VERSION,
             "warnings": result.warnings,
         }
@@ -854,37 +697,6 @@ def peak_memory_mb(device: torch.device) -> float:
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def resolve_sampler_lenient(req: GenerationRequest):
-    """(sampler, schedule, warning): an unknown sampler is an error; a schedule type the sampler cannot
-    use falls back to the sampler's automatic choice with a warning (pasted A1111 infotexts name such pairs)."""
-    try:
-        s, sch = samplers.resolve_sampler(req.sampler_name, req.scheduler)
-        return s, sch, None
-    except ValueError as e:
-        try:
-            s, sch = samplers.resolve_sampler(req.sampler_name, None)
-        except ValueError:
-            raise RequestError("sampler_name", str(e)) from None
-        if req.scheduler and samplers.find_schedule_type(req.scheduler) is None:
-            raise RequestError("scheduler", str(e)) from None
-        return s, sch, f"{e}; used the automatic schedule instead"
-
-
-def hires_target(req: GenerationRequest) -> tuple[int, int]:
-    """Target (width, height) of the hires pass, as A1111: resize-to wins over scale; multiples of 8."""
-    if req.hr_resize_x == 0 and req.hr_resize_y == 0:
-        w, h = int(req.width * req.hr_scale), int(req.height * req.hr_scale)
-    elif req.hr_resize_y == 0:
-        w = req.hr_resize_x
-        h = req.hr_resize_x * req.height // req.width
-    elif req.hr_resize_x == 0:
-        h = req.hr_resize_y
-        w = req.hr_resize_y * req.width // req.height
-    else:
-        w, h = req.hr_resize_x, req.hr_resize_y
-    return w // 8 * 8, h // 8 * 8
 
 
 def masked_region(mask: Image.Image, pad: int, width: int, height: int):

@@ -313,7 +313,7 @@ class ModelParams:
     """What a pass needs to know of the model: its noise levels and what its UNet predicts."""
     alphas_cumprod: torch.Tensor
     prediction: str = "epsilon"     # or "v_prediction"
-    is_sdxl: bool = False
+    ays_sigmas: tuple[float, ...] | None = None   # the model family's Align Your Steps levels (None: SD 1.5)
 
 
 @dataclass
@@ -476,7 +476,7 @@ def make_sigmas(sampler: SamplerInfo, schedule: ScheduleType, steps: int, model:
     if eff is None:
         sigmas = ms.get_sigmas(n)
     else:
-        sigmas = S.SCHEDULES[eff.name](n, ms, S.ScheduleContext(is_sdxl=model.is_sdxl, rho=rho or None))
+        sigmas = S.SCHEDULES[eff.name](n, ms, S.ScheduleContext(ays_sigmas=model.ays_sigmas, rho=rho or None))
     return S.discard_penultimate(sigmas) if sampler.discard_penultimate else sigmas
 
 

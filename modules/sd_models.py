@@ -101,7 +101,7 @@ def probe_checkpoint(path: Path):
         sd = {k: torch.empty(v["shape"], dtype=_DTYPES.get(v["dtype"], torch.float32), device="meta")
               for k, v in header.items()}
         try:
-            spec = model_formats.detect_architecture(sd, metadata=meta, sidecar=read_sidecar(path))
+            spec = model_formats.detect_architecture(sd, metadata=meta, sidecar=_config_beside(path))
         except model_formats.ModelFormatError as e:
             raise ModelLoadError(str(e)) from None
         return spec
@@ -115,9 +115,10 @@ def probe_checkpoint(path: Path):
     raise ModelLoadError(f"unsupported file type {path.suffix}")
 
 
-def read_sidecar(path: Path) -> dict | None:
+def _config_beside(path: Path) -> dict | None:
     """`name.json`, or A1111's `name.yaml` (an LDM config: its `parameterization: "v"`, or its absence, decides
-    v-prediction), next to a checkpoint overrides detection. One that cannot be read is ignored with a warning."""
+    v-prediction), next to a checkpoint overrides detection (:func:`modules.file_readers.read_sidecar`).  Listing
+    and loading use this one: a config that cannot be read is ignored with a warning, the model still loads."""
     from modules.file_readers import FileReadError
     from modules.file_readers import read_sidecar as read
 
@@ -295,7 +296,7 @@ class ModelManager:
                     state_dict = None
                 else:
                     state_dict, meta = model_formats.read_state_dict(info.filename)
-                    spec = model_formats.detect_architecture(state_dict, metadata=meta, sidecar=read_sidecar(info.filename))
+                    spec = model_formats.detect_architecture(state_dict, metadata=meta, sidecar=_config_beside(info.filename))
             except model_formats.ModelFormatError as e:
                 raise ModelLoadError(f"{info.name}: {e}") from None
             except (OSError, RuntimeError, ValueError) as e:
@@ -359,8 +360,7 @@ class ModelManager:
 def place_components(comps, pol: DevicePolicy) -> None:
     """Place the models per the device policy: all on the device, or offloaded with accelerate's hooks
     (--medvram: whole models move to the GPU only while they run; --lowvram: module by module)."""
-    models = [(n, getattr(comps, n, None)) for n in ("text_encoder", "text_encoder_2", "unet", "vae")]
-    models = [(n, m) for n, m in models if m is not None]
+    models = comps.named_models()
     for name, m in models:
         # torch's own .to: diffusers' override only adds a warning about fp32-kept modules, which these
         # models do not have
@@ -396,9 +396,12 @@ def place_components(comps, pol: DevicePolicy) -> None:
 
 
 def native_resolution_of(info: CheckpointInfo) -> int:
+    """The checkpoint's own size (metadata), else its variant's (configs/<arch>/arch.json), else 512."""
     if info.native_resolution:
         return info.native_resolution
-    return {"sdxl": 1024, "sdxl-refiner": 1024, "sd2-v": 768}.get(info.arch or "", 512)
+    from modules import families
+
+    return families.native_resolution(info.arch)
 
 
 def _scan(root: Path):

@@ -17,6 +17,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def sd1():
     """Tiny random SD 1.x components (seed 0)."""
-    from modules.tiny_models import build_tiny_components
+    from testing.tiny_models import build_tiny_components
 
     return build_tiny_components("sd1", seed=0)

@@ -32,7 +32,7 @@ def make_app(data, *extra):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     import webui
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     data = tmp_path_factory.mktemp("api")
     ckpts = data / "models" / "Stable-diffusion"

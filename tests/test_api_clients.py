@@ -46,7 +46,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     data = tmp_path_factory.mktemp("clients")
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=0)

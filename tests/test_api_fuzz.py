@@ -46,7 +46,7 @@ DEFAULT_EXAMPLES = (1, 1)
 def env(tmp_path_factory):
     import webui
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     data = tmp_path_factory.mktemp("fuzz")
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")

@@ -48,7 +48,7 @@ def server_url(tmp_path_factory):
     import webui
     from modules import cmd_args, localization
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     data = tmp_path_factory.mktemp("l10n-browser")
     ck = data / "models" / "Stable-diffusion"

@@ -29,7 +29,7 @@ def server(tmp_path_factory):
     import webui
     from modules import cmd_args
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     data = tmp_path_factory.mktemp("ui-browser")
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")

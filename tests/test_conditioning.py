@@ -462,7 +462,7 @@ def test_refiner_matches_diffusers(toks):
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     full = _comps("sdxl", toks, seed=3)
-    refiner = SimpleNamespace(spec=SimpleNamespace(family="sdxl-refiner", arch="sdxl-refiner"), text_encoder=None,
+    refiner = SimpleNamespace(spec=SimpleNamespace(family="sdxl", arch="sdxl-refiner"), text_encoder=None,
                               text_encoder_2=full.text_encoder_2, tokenizer=None, tokenizer_2=full.tokenizer_2)
     cond = TextConditioner(refiner).encode(["a photo of a cat"])[0]
     pipe = StableDiffusionXLImg2ImgPipeline(vae=None, text_encoder=None, text_encoder_2=full.text_encoder_2,
@@ -493,6 +493,6 @@ def test_sd2_diffusers_layout_with_23_layers_uses_last_layer(toks):
                          num_attention_heads=1, max_position_embeddings=77, hidden_act="gelu",
                          bos_token_id=BOS, eos_token_id=EOS)
     model = CLIPTextModel(cfg).eval()
-    comps = SimpleNamespace(spec=SimpleNamespace(family="sd2"), text_encoder=model, tokenizer=toks[1])
+    comps = SimpleNamespace(spec=SimpleNamespace(family="sd2", arch="sd2"), text_encoder=model, tokenizer=toks[1])
     cond = TextConditioner(comps).encode(["a cat"])[0]
     close(cond.context, hidden(model, ids77([A, CAT], pad=0)).last_hidden_state, 0.0)

@@ -10,7 +10,7 @@ import torch
 from modules import cmd_args, devices, processing, sd_models
 from modules.options import Options
 from modules.paths import Paths
-from modules.tiny_models import write_tiny_checkpoint
+from testing.tiny_models import write_tiny_checkpoint
 
 
 def test_policy_from_flags_on_cpu():

@@ -16,7 +16,7 @@ from modules import cmd_args, extra_networks, infotext, lora
 from modules.extra_networks import Library, parse_lora_params
 from modules.prompt_parser import ExtraNetworkParams
 from modules.textual_inversion import save_embedding
-from modules.tiny_models import build_tiny_components, write_tiny_checkpoint
+from testing.tiny_models import build_tiny_components, write_tiny_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

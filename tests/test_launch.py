@@ -82,7 +82,7 @@ def free_port():
 
 
 def test_launch_starts_the_server_and_prints_phase_times(tmp_path):
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
     port = free_port()

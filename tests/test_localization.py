@@ -215,7 +215,7 @@ def test_missing_keys_compares_normalized():
 @pytest.fixture(scope="module")
 def real_ui(tmp_path_factory):
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
     from modules.ui import create_ui
 
     data = tmp_path_factory.mktemp("l10n-data")

@@ -17,7 +17,7 @@ from modules.options import Options
 from modules.processing import GenerationRequest, Processor
 from modules.prompt_parser import parse_extra_networks
 from modules.sd_models import CheckpointInfo, LoadedModel
-from modules.tiny_models import build_tiny_components
+from testing.tiny_models import build_tiny_components
 
 TOL = 1e-3
 ATTN = "down_blocks.0.attentions.0.transformer_blocks.0"

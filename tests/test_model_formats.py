@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from modules import file_readers
 from modules import model_formats as mf
-from modules import tiny_models as tm
+from testing import tiny_models as tm
 
 
 # ---------------------------------------------------------------- fixtures
@@ -328,11 +329,11 @@ def test_sd2_defaults_to_v_and_hints_override(sd2_ldm, tmp_path):
     # an original LDM yaml next to the file
     ckpt = tmp_path / "m.safetensors"
     (tmp_path / "m.yaml").write_text("model:\n  params:\n    parameterization: v\n    scale_factor: 0.2\n")
-    side = mf.read_sidecar(ckpt)
+    side = file_readers.read_sidecar(ckpt)
     spec = mf.detect_architecture(mf.to_ldm_state_dict(tiny("sd1")), sidecar=side)
     assert (spec.arch, spec.prediction_type, spec.scaling_factor) == ("sd1", "v_prediction", 0.2)
     assert spec.vae_config["scaling_factor"] == 0.2
-    assert mf.read_sidecar(tmp_path / "other.safetensors") is None
+    assert file_readers.read_sidecar(tmp_path / "other.safetensors") is None
 
 
 def test_sd_webui_config_metadata_overrides_config_entries():

@@ -14,7 +14,7 @@ from modules.options import Options
 from modules.processing import GenerationRequest, Processor, RequestError
 from modules.sampling.schedules import alphas_cumprod_from_config
 from modules.sd_models import CheckpointInfo, LoadedModel
-from modules.tiny_models import build_tiny_components
+from testing.tiny_models import build_tiny_components
 from tests.diffusers_schedulers import diffusers_scheduler
 
 TOL = 1e-3  # max abs difference of pixels in [0, 1]
@@ -288,7 +288,7 @@ def test_bad_img2img_requests():
 def test_job_through_app_saves_images_and_grid(tmp_path):
     from modules import cmd_args, images
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
     app = App(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
@@ -423,7 +423,7 @@ def test_save_txt_writes_the_parameters_beside_each_file(tmp_path):
 
     from modules import cmd_args
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
 
     write_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
     (tmp_path / "config.json").write_text(json.dumps({"save_txt": True, "enable_pnginfo": False}))

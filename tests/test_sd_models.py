@@ -13,7 +13,7 @@ import torch
 
 from modules import cmd_args, hashes, sd_models
 from modules.paths import Paths
-from modules.tiny_models import write_tiny_checkpoint
+from testing.tiny_models import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ class _Evil:
 
 def test_vae_choices_automatic_none_and_file(tmp_path, tiny_files):
     from modules import model_formats
-    from modules.tiny_models import build_tiny_components
+    from testing.tiny_models import build_tiny_components
     from safetensors.torch import save_file
 
     p = make_paths(tmp_path)
@@ -227,7 +227,7 @@ def test_vae_choices_automatic_none_and_file(tmp_path, tiny_files):
 
 
 def test_diffusers_folder_is_listed_and_loads(tmp_path, tiny_files):
-    from modules.tiny_models import build_tiny_components
+    from testing.tiny_models import build_tiny_components
 
     p = make_paths(tmp_path)
     comps = build_tiny_components("sd1", seed=4)

@@ -19,7 +19,7 @@ from modules.options import Options
 from modules.processing import GenerationRequest, Processor
 from modules.sd_models import CheckpointInfo, LoadedModel
 from modules.textual_inversion import EmbeddingError, load_embedding, save_embedding
-from modules.tiny_models import build_tiny_components
+from testing.tiny_models import build_tiny_components
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

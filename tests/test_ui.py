@@ -22,7 +22,7 @@ SMALL = dict(width=64, height=64, steps=3, seed=5, cfg_scale=7.0)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from modules.app import App
-    from modules.tiny_models import write_tiny_checkpoint
+    from testing.tiny_models import write_tiny_checkpoint
     from modules.ui import build_ui
 
     data = tmp_path_factory.mktemp("ui")

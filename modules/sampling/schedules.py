@@ -116,7 +116,7 @@ def _append_zero(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ScheduleContext:
-    is_sdxl: bool = False
+    ays_sigmas: tuple[float, ...] | None = None   # Align Your Steps levels of the model family (None: SD 1.5's)
     rho: float | None = None          # A1111's "rho" setting (0/None: the schedule's default)
     beta_alpha: float = 0.6           # A1111's beta_dist_alpha / beta_dist_beta
     beta_beta: float = 0.6
@@ -164,13 +164,13 @@ def kl_optimal(n, ms: ModelSigmas, ctx: ScheduleContext) -> torch.Tensor:
     return torch.tan(k * a_min + (1.0 - k) * a_max).to(torch.float32)
 
 
-# Align Your Steps: NVIDIA's published 10-step noise levels for SD 1.5 and SDXL
-_AYS = {False: [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
-        True: [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029]}
+# Align Your Steps: NVIDIA's published 10-step noise levels for SD 1.5 (a family may bring its own:
+# modules.families, e.g. SDXL's)
+AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
 
 
 def align_your_steps(n, ms: ModelSigmas, ctx: ScheduleContext) -> torch.Tensor:
-    table = _AYS[bool(ctx.is_sdxl)]
+    table = list(ctx.ays_sigmas or AYS_SD15)
     if n == len(table):
         return torch.tensor(table + [0.0], dtype=torch.float32)
     # interpolate log-sigma over n points spread evenly over the table (ascending for np.interp)

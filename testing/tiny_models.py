@@ -8,6 +8,8 @@ in modules.model_formats, so a written file reloads to the identical spec.
 
     comps = build_tiny_components("sdxl", seed=0)
     path = write_tiny_checkpoint(tmp_path / "tiny.safetensors", "sd1")
+
+Test support, not part of the application: it names the families it builds.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from modules import families
 from modules import model_formats as mf
 
 TINY_ARCHES = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
@@ -121,15 +124,12 @@ def tiny_spec(arch: str) -> mf.ModelSpec:
     family = _FAMILY[arch]
     inpaint = arch.endswith("-inpaint")
     unet = _unet_cfg(family, 9 if inpaint else 4)
-    if family == "sdxl":
-        names, tes = ["text_encoder", "text_encoder_2"], [_clip_cfg("quick_gelu"), _clip_cfg("gelu", _BIGG_HIDDEN)]
-    elif family == "sdxl-refiner":
-        names, tes = ["text_encoder_2"], [_clip_cfg("gelu", _BIGG_HIDDEN)]
-    elif family == "sd2":
-        names, tes = ["text_encoder"], [_clip_cfg("gelu")]
-    else:
-        names, tes = ["text_encoder"], [_clip_cfg("quick_gelu")]
-    return mf._make_spec(arch, family, unet, _vae_cfg(), tes, names, {}, inpaint)
+    variant = families.variant(arch)
+    # the CLIP-L / OpenCLIP-H stand-ins are 32 wide, SDXL's OpenCLIP-bigG stand-in 64
+    tes = [_clip_cfg("gelu" if slot.layout == "openclip" else "quick_gelu",
+                     _BIGG_HIDDEN if slot.with_projection else _TEXT_HIDDEN)
+           for slot in families.get(variant.family).text_encoders(variant)]
+    return mf._make_spec(variant, unet, _vae_cfg(), tes, {})
 
 
 def build_tiny_components(arch: str, seed: int = 0) -> mf.SDComponents:
@@ -145,10 +145,10 @@ def build_tiny_components(arch: str, seed: int = 0) -> mf.SDComponents:
         unet = UNet2DConditionModel.from_config(spec.unet_config)
         vae = AutoencoderKL.from_config(spec.vae_config)
         texts = {}
-        for name, cfg in zip(spec.text_encoder_names, spec.text_encoder_configs):
+        for slot, cfg in zip(spec.text_slots, spec.text_encoder_configs):
             conf = CLIPTextConfig.from_dict(mf._clip_config_dict(cfg))
-            cls = CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
-            texts[name] = cls(conf)
+            cls = CLIPTextModelWithProjection if slot.with_projection else CLIPTextModel
+            texts[slot.attr] = cls(conf)
         # Default init leaves norms at 1/0 and some convs at 0: perturb every
         # parameter so that each tensor is distinct (a swapped key cannot hide).
         gen = torch.Generator().manual_seed(seed + 1)
@@ -163,16 +163,8 @@ def build_tiny_components(arch: str, seed: int = 0) -> mf.SDComponents:
                     _TEXT_HIDDEN, _TEXT_HIDDEN, generator=gen
                 ) * (_TEXT_HIDDEN**-0.5)
     toks = mf._tokenizers_for(spec)
-    comps = mf.SDComponents(
-        spec=spec,
-        unet=unet.eval(),
-        vae=vae.eval(),
-        text_encoder=texts.get("text_encoder"),
-        text_encoder_2=texts.get("text_encoder_2"),
-        tokenizer=toks.get("tokenizer"),
-        tokenizer_2=toks.get("tokenizer_2"),
-        extras=extras,
-    )
+    comps = mf.SDComponents(spec=spec, unet=unet.eval(), vae=vae.eval(), text_encoders=texts, tokenizers=toks,
+                            extras=extras)
     for m in texts.values():
         m.eval()
     return comps

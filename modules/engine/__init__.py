@@ -1,0 +1,1 @@
+"""The generation engine (see processing for the job runner while it moves here)."""
