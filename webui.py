@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> None
     core = App(args)
     t_core = time.perf_counter()
     print(f"[startup] app core: {t_core - t0:.2f}s since launch", flush=True)
-    core.load_in_background()  # the page answers while the model loads
+    core.hooks.fire("app_started", core)  # the model loads in the background from here: the page answers meanwhile
     server = create_server(core, with_ui=not args.nowebui, with_api=args.api or args.nowebui)
     t_ui = time.perf_counter()
     print(f"[startup] UI built: {t_ui - t_core:.2f}s", flush=True)

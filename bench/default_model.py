@@ -1,7 +1,7 @@
 """What the shipped default model (sd-shapes-64) draws, measured with the synthetic world's classifier.
 
 Loads the checkpoint through the normal model library and generates with this program's engine
-(modules.processing: the web UI's prompt syntax, samplers and img2img), 64x64, 20 steps, with the
+(modules.engine: the web UI's prompt syntax, samplers and img2img), 64x64, 20 steps, with the
 UI's default sampler (DPM++ 2M) unless --sampler says otherwise:
 
 - seconds per image;
@@ -50,10 +50,10 @@ def load(path: Path):
 
 class Generator:
     def __init__(self, loaded, sampler="DPM++ 2M", steps=20):
-        from modules import processing
+        from modules import engine
         from modules.options import Options
 
-        self.loaded, self.p = loaded, processing
+        self.loaded, self.p = loaded, engine
         self.opts = Options().snapshot()
         self.cache: dict = {}
         self.sampler, self.steps = sampler, steps
@@ -66,7 +66,7 @@ class Generator:
         if init is not None:
             req.mode, req.init_images, req.denoising_strength = "img2img", [init], strength
         t = time.perf_counter()
-        res = self.p.Processor(self.loaded, self.opts, conditioner_cache=self.cache).run(req)
+        res = self.p.generate(self.loaded, req, self.opts, conditioners=self.cache)
         self.seconds.append(time.perf_counter() - t)
         assert not res.warnings, res.warnings
         return np.asarray(res.images[0])

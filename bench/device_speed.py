@@ -86,7 +86,7 @@ def fmt_mib(v) -> str:
 
 class Ours:
     def __init__(self, comps, policy, size, steps, preview_every: float = 0.0):
-        from modules import processing, sd_models
+        from modules import engine, sd_models
         from modules.options import Options
         from modules.sd_models import CheckpointInfo, LoadedModel
 
@@ -98,12 +98,12 @@ class Ours:
         self.cache: dict = {}
         self.size, self.steps = size, steps
         self.preview_every = preview_every
-        self.processing = processing
+        self.engine = engine
 
     def run(self, seed=1):
         from modules import previews
 
-        p = self.processing
+        p = self.engine
         req = p.GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=self.steps, width=self.size,
                                   height=self.size, seed=seed, sampler_name="Euler", cfg_scale=7.0,
                                   save_images=False)
@@ -126,7 +126,7 @@ class Ours:
             th.start()
         peak_reset(self.device)
         t = time.perf_counter()
-        res = p.Processor(self.loaded, self.opts, control=ctl, conditioner_cache=self.cache).run(req)
+        res = p.generate(self.loaded, req, self.opts, control=ctl, conditioners=self.cache)
         sync(self.device)
         seconds = time.perf_counter() - t
         stop.set()

@@ -33,7 +33,7 @@ def bench(comps, size: int, steps: int, repeats: int, rank: int, label: str, wor
 
     from modules import extra_networks, lora
     from modules.options import Options
-    from modules.processing import GenerationRequest, Processor
+    from modules.engine import GenerationRequest, generate
     from modules.prompt_parser import parse_extra_networks
     from modules.sd_models import CheckpointInfo, LoadedModel
 
@@ -52,10 +52,8 @@ def bench(comps, size: int, steps: int, repeats: int, rank: int, label: str, wor
     def job(prompt: str) -> float:
         req = GenerationRequest(prompt=prompt, negative_prompt="blurry", steps=steps, width=size, height=size, seed=1,
                                 sampler_name="Euler", cfg_scale=7.0, save_images=False)
-        proc = Processor(loaded, opts, conditioner_cache=cache)
-        proc.extra_networks = lib
         t = time.perf_counter()
-        res = proc.run(req)
+        res = generate(loaded, req, opts, conditioners=cache, networks=lib)
         dt = time.perf_counter() - t
         assert not res.warnings, res.warnings
         return dt

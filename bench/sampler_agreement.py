@@ -20,7 +20,7 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from modules import processing, samplers
+from modules import engine, samplers
 from modules.options import Options
 from tests import test_sampler_reference as T
 
@@ -61,12 +61,12 @@ def nan_sweep(loaded, top: int) -> None:
         if not info.available:
             continue
         for steps in counts:
-            req = processing.GenerationRequest(prompt=T.PROMPT, negative_prompt=T.NEGATIVE, steps=steps,
-                                               cfg_scale=T.CFG, width=64, height=64, seed=T.SEED,
-                                               sampler_name=info.name, save_images=False)
+            req = engine.GenerationRequest(prompt=T.PROMPT, negative_prompt=T.NEGATIVE, steps=steps,
+                                           cfg_scale=T.CFG, width=64, height=64, seed=T.SEED,
+                                           sampler_name=info.name, save_images=False)
             try:
-                processing.Processor(loaded, Options().snapshot()).run(req)
-            except processing.NansError as e:
+                engine.generate(loaded, req, Options().snapshot())
+            except engine.NansError as e:
                 bad.append((info.name, steps, str(e)))
         print(f"{info.name}: {len(counts)} step counts from 1 to {top} done ({time.perf_counter() - t0:.0f} s)",
               flush=True)

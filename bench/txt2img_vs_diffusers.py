@@ -20,9 +20,9 @@ from common import peak_rss_mb
 def run_pair(comps, size, steps, repeats, label):
     from diffusers import StableDiffusionPipeline
 
-    from modules import processing, rng
+    from modules import rng
     from modules.options import Options
-    from modules.processing import GenerationRequest, Processor
+    from modules.engine import GenerationRequest, generate
     from modules.sd_models import CheckpointInfo, LoadedModel
     from pathlib import Path
 
@@ -42,7 +42,7 @@ def run_pair(comps, size, steps, repeats, label):
     cache: dict = {}  # the App keeps one conditioner cache across jobs; so does the bench
 
     def ours():
-        Processor(loaded, opts, conditioner_cache=cache).run(req)
+        generate(loaded, req, opts, conditioners=cache)
 
     def theirs():
         with torch.inference_mode():

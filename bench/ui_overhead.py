@@ -42,7 +42,7 @@ def main() -> int:
     import webui
     from modules import cmd_args
     from modules.app import App
-    from modules.processing import GenerationRequest
+    from modules.engine import GenerationRequest
 
     tmp = tempfile.TemporaryDirectory(prefix="sdwebui-uibench-")
     data = Path(tmp.name)

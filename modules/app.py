@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from modules import devices, images, jobs, options, paths as paths_mod, processing, sd_models, styles
+from modules import devices, engine, hooks, images, jobs, options, paths as paths_mod, sd_models, styles
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class App:
                                                      models=self.models)
         self.model_error: str | None = None
         self._listed = threading.Event()
+        # the hook points of jobs and of the app; the built-in features are handlers there too
+        self.hooks = hooks.default_hooks()
+        self.hooks.add("app_started", lambda app: app.load_in_background(), "model library")
 
     # -- models ------------------------------------------------------------
     def refresh_models(self) -> list[sd_models.CheckpointInfo]:
@@ -144,9 +147,9 @@ class App:
             return None
 
     # -- jobs --------------------------------------------------------------------
-    def submit(self, request: processing.GenerationRequest, checkpoint: str | None = None, vae: str | None = None,
+    def submit(self, request: engine.GenerationRequest, checkpoint: str | None = None, vae: str | None = None,
                source: str = "ui") -> jobs.Job:
-        processing.validate(request)  # bad input is refused before it takes a place in the queue
+        engine.validate(request)  # bad input is refused before it takes a place in the queue
         ov = request.override_settings or {}
         checkpoint = ov.get("sd_model_checkpoint") or checkpoint
         vae = ov.get("sd_vae") or vae
@@ -155,21 +158,20 @@ class App:
             self.models.find(checkpoint)  # raises ModelLoadError naming the available models
         return self.queue.submit(request, checkpoint, vae, source)
 
-    def run_job(self, job: jobs.Job) -> processing.GenerationResult:
+    def run_job(self, job: jobs.Job) -> engine.GenerationResult:
         with self.models.lock:
             loaded = self.load_model(job.checkpoint or self.selected_checkpoint(), job.vae or self.opts.get("sd_vae"))
-            snapshot = self.opts.snapshot()
-            proc = processing.Processor(loaded, snapshot, control=job.control,
-                                        conditioner_cache=self._conditioner_cache, style_db=self.styles.styles,
-                                        embeddings=self.extra_networks.embedding_vectors())
-            proc.extra_networks = self.extra_networks  # [extra networks] for <lora:...> tags and the VAE hash
-            return proc.run(job.request, save=self.save_output)
+            ctx = engine.JobContext.create(
+                loaded, job.request, self.opts.snapshot(), control=job.control, hooks=self.hooks,
+                networks=self.extra_networks, embeddings=self.extra_networks.embedding_vectors(),
+                styles=self.styles.styles, conditioners=self._conditioner_cache, save=self.save_output)
+            return engine.run(ctx)
 
     def _abs(self, folder) -> Path:
         folder = Path(folder)
         return folder if folder.is_absolute() else self.paths.data_dir / folder
 
-    def save_output(self, image, infotext: str, seed: int, prompt: str, req: processing.GenerationRequest,
+    def save_output(self, image, infotext: str, seed: int, prompt: str, req: engine.GenerationRequest,
                     opts: dict, grid: bool = False) -> Path:
         txt = infotext if opts.get("save_txt") else None  # a .txt of the parameters beside the file
         if grid:

@@ -253,6 +253,24 @@ def activate(library: "Library | None", components, networks: dict, conditioners
     return library.activate(components, networks, conditioners)
 
 
+def _merge_for_job(ctx) -> None:
+    """before_job: merge the networks the job's prompt names (its <lora:...> tags) into the model."""
+    ctx.active_networks = activate(ctx.networks, ctx.components, ctx.prompts.networks, ctx.conditioners)
+    ctx.warnings.extend(ctx.active_networks.warnings)
+
+
+def _restore_after_job(ctx, result) -> None:
+    """after_job (also after a failure): the original weights, bit for bit."""
+    if ctx.active_networks is not None:
+        ctx.active_networks.restore()
+
+
+def register_hooks(hooks) -> None:
+    """Extra networks are a built-in user of the job hook points."""
+    hooks.add("before_job", _merge_for_job, "extra networks")
+    hooks.add("after_job", _restore_after_job, "extra networks")
+
+
 # --------------------------------------------------------------------------- caches
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modules.processing import GenerationRequest, GenerationResult, JobControl, RequestError
+from modules.engine import GenerationRequest, GenerationResult, JobControl, RequestError
 
 log = logging.getLogger(__name__)
 

@@ -71,3 +71,13 @@ def approx_preview(latents: torch.Tensor, vae, scaling_factor: float, index: int
     rgb = np.einsum("chw,ck->hwk", z, w[:-1]) + w[-1]                           # (h, w, 3), no BLAS threads
     a = np.rint((np.clip(rgb, -1, 1) + 1) * 127.5).astype(np.uint8)
     return Image.fromarray(a).resize((a.shape[1] * 8, a.shape[0] * 8), Image.NEAREST)
+
+
+def _keep_prediction(ctx, step) -> None:
+    """after_step: the step's prediction of the clean latent is what a preview shows."""
+    ctx.control.current_latents = step.denoised
+
+
+def register_hooks(hooks) -> None:
+    """Live previews are a built-in user of the step hook point (the preview itself is made on request)."""
+    hooks.add("after_step", _keep_prediction, "live previews")

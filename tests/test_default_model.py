@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules import cmd_args, devices, model_formats, processing, sd_models
+from modules import cmd_args, devices, engine, model_formats, sd_models
 from modules import synthetic_world as world
 from modules.options import Options
 from modules.paths import Paths
@@ -34,11 +34,11 @@ def shapes(tmp_path_factory):
 
 
 def draw(loaded, prompt, seed, negative="", init=None, strength=0.75, cfg=7.0) -> np.ndarray:
-    req = processing.GenerationRequest(prompt=prompt, negative_prompt=negative, steps=20, cfg_scale=cfg, width=64,
+    req = engine.GenerationRequest(prompt=prompt, negative_prompt=negative, steps=20, cfg_scale=cfg, width=64,
                                        height=64, seed=seed, sampler_name="Euler a", save_images=False)
     if init is not None:
         req.mode, req.init_images, req.denoising_strength = "img2img", [init], strength
-    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    res = engine.generate(loaded, req, Options().snapshot())
     assert not res.warnings, res.warnings
     return np.asarray(res.images[0])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import cmd_args, devices, processing, sd_models
+from modules import cmd_args, devices, engine, sd_models
 from modules.options import Options
 from modules.paths import Paths
 from testing.tiny_models import write_tiny_checkpoint
@@ -43,9 +43,9 @@ def load_tiny(tmp_path, offload: str = "none", dtype=torch.float32, vae_dtype=to
 
 def generate(tmp_path, offload: str):
     loaded = load_tiny(tmp_path, offload)
-    req = processing.GenerationRequest(prompt="a red circle", steps=4, width=64, height=64, seed=11,
+    req = engine.GenerationRequest(prompt="a red circle", steps=4, width=64, height=64, seed=11,
                                        sampler_name="Euler a")
-    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    res = engine.generate(loaded, req, Options().snapshot())
     assert res.info["peak_memory_mb"] > 0
     return np.asarray(res.images[0])
 
@@ -65,9 +65,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def generate_in(tmp_path, dtype, vae_dtype, seed=11):
     loaded = load_tiny(tmp_path, dtype=dtype, vae_dtype=vae_dtype)
     assert loaded.components.unet.dtype == dtype and loaded.components.vae.dtype == vae_dtype
-    req = processing.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=seed,
+    req = engine.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=seed,
                                        sampler_name="Euler a")
-    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    res = engine.generate(loaded, req, Options().snapshot())
     return np.asarray(res.images[0]), res, loaded
 
 
@@ -91,14 +91,14 @@ def test_half_vae_that_overflows_falls_back_to_float32(tmp_path, one_thread):
     with torch.no_grad():  # x1e5: far past float16's 65504, harmless in float32 (GroupNorm follows)
         conv.weight.mul_(1e5)
         conv.bias.mul_(1e5)
-    req = processing.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=11,
+    req = engine.GenerationRequest(prompt="a red circle", steps=8, width=64, height=64, seed=11,
                                        sampler_name="Euler a")
-    res = processing.Processor(loaded, Options().snapshot()).run(req)
+    res = engine.generate(loaded, req, Options().snapshot())
     assert any("NaN" in w and "float32" in w for w in res.warnings), res.warnings
     assert loaded.components.vae.dtype == torch.float32
     img = np.asarray(res.images[0])
     assert img.std() > 5  # a picture, not a black (or flat) square
-    again = processing.Processor(loaded, Options().snapshot()).run(req)
+    again = engine.generate(loaded, req, Options().snapshot())
     assert not again.warnings  # already float32: no second retry
     assert np.array_equal(np.asarray(again.images[0]), img)
     del reference
@@ -144,11 +144,11 @@ def test_no_host_device_sync_inside_the_step_loop(tmp_path, arch, sampler, sched
     def watch(ctl):
         torch.cuda.set_sync_debug_mode("error" if 1 <= ctl.step < steps - 1 else "default")
 
-    req = processing.GenerationRequest(prompt="a red circle", negative_prompt="blue", steps=steps, width=64,
+    req = engine.GenerationRequest(prompt="a red circle", negative_prompt="blue", steps=steps, width=64,
                                        height=64, seed=1, sampler_name=sampler, scheduler=scheduler)
     opts = {**Options().snapshot(), "randn_source": rng_source}
     try:
-        res = processing.Processor(loaded, opts, control=processing.JobControl(watch)).run(req)
+        res = engine.generate(loaded, req, opts, control=engine.JobControl(watch))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(res.images) == 1
@@ -179,10 +179,10 @@ def test_medvram_keeps_one_model_on_the_gpu(tmp_path):
 
     for name, watched in (("text_encoder", c.text_encoder), ("unet", c.unet), ("vae", c.vae.decoder)):
         watched.register_forward_hook(record(name))
-    req = processing.GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, seed=1,
+    req = engine.GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, seed=1,
                                        sampler_name="Euler")
     for _ in range(2):  # the second job starts with the VAE of the first on the GPU
-        processing.Processor(mm.loaded, Options().snapshot()).run(req)
+        engine.generate(mm.loaded, req, Options().snapshot())
     assert seen and all(on_gpu == [name] for name, on_gpu in seen), seen
 
 

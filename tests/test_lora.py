@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from modules import extra_networks, infotext, lora, rng
+from modules import engine, extra_networks, infotext, lora, rng
+from modules.engine import GenerationRequest, JobContext, job, prompts, vae
 from tests.diffusers_schedulers import diffusers_scheduler
 from modules.options import Options
-from modules.processing import GenerationRequest, Processor
 from modules.prompt_parser import parse_extra_networks
 from modules.sd_models import CheckpointInfo, LoadedModel
 from testing.tiny_models import build_tiny_components
@@ -50,13 +50,14 @@ def image(comps, lib, prompt, seed=11, steps=4, negative="ugly"):
     """Our engine's image for `prompt` (with its <lora:...> tags), (1, 3, 64, 64) in [0, 1]; weights restored."""
     req = GenerationRequest(prompt=prompt, negative_prompt=negative, sampler_name="Euler", steps=steps,
                             cfg_scale=6.0, width=64, height=64, seed=seed)
-    proc = Processor(loaded_for(comps), Options().snapshot())
-    clean, nets = parse_extra_networks(prompt)
-    with extra_networks.activate(lib, comps, nets, proc._conditioners) as active:
+    ctx = JobContext.create(loaded_for(comps), req, Options().snapshot())
+    ctx.prompts = prompts.prepare(ctx)
+    assert ctx.prompts.networks == parse_extra_networks(prompt)[1]
+    with extra_networks.activate(lib, comps, ctx.prompts.networks, ctx.conditioners) as active:
         assert active.warnings == []
         with torch.inference_mode():
-            lat, _ = proc.run_batch(req, clean, negative, [seed], [seed], 1)
-            return (proc.decode(lat) / 2 + 0.5).clamp(0, 1)
+            lat, _ = job.run_batch(ctx, engine.Batch(0, [seed], [seed]))
+            return (vae.decode(ctx, lat) / 2 + 0.5).clamp(0, 1)
 
 
 def diffusers_image(lora_file, prompt, scale, seed=11, steps=4, negative="ugly", fuse=False):
@@ -350,12 +351,11 @@ def test_job_reports_bad_networks_and_records_hashes(sd1, tmp_path):
                   metadata={"xl": {"ss_base_model_version": "sdxl_base_v1-0"}})
     (tmp_path / "Lora" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     comps = sd1
-    proc = Processor(loaded_for(comps), Options().snapshot())
-    proc.extra_networks = lib
     prompt = "a cat <lora:good:0.6> <lora:missing:1> <lora:xl:1> <lora:broken> <lora:good:abc>, <hypernet:h:1>"
     before = {k: v.clone() for k, v in comps.unet.state_dict().items()}
-    res = proc.run(GenerationRequest(prompt=prompt, negative_prompt="<lora:good:1>", steps=3, width=64, height=64,
-                                     seed=5, sampler_name="Euler"))
+    res = engine.generate(loaded_for(comps), GenerationRequest(prompt=prompt, negative_prompt="<lora:good:1>", steps=3,
+                                                               width=64, height=64, seed=5, sampler_name="Euler"),
+                          Options().snapshot(), networks=lib)
     assert all(torch.equal(before[k], v) for k, v in comps.unet.state_dict().items())
     w = res.warnings
     assert "extra-network tags in the negative prompt have no effect; they were ignored" in w
@@ -380,10 +380,9 @@ def test_job_reports_bad_networks_and_records_hashes(sd1, tmp_path):
 
 
 def proc_image(comps, lib, prompt, seed):
-    proc = Processor(loaded_for(comps), Options().snapshot())
-    proc.extra_networks = lib
-    return proc.run(GenerationRequest(prompt=prompt, steps=3, width=64, height=64, seed=seed, sampler_name="Euler",
-                                      negative_prompt="")).images[0]
+    req = GenerationRequest(prompt=prompt, steps=3, width=64, height=64, seed=seed, sampler_name="Euler",
+                            negative_prompt="")
+    return engine.generate(loaded_for(comps), req, Options().snapshot(), networks=lib).images[0]
 
 
 def test_text_encoder_lora_does_not_leak_through_the_conditioning_cache(sd1, tmp_path):
@@ -391,10 +390,9 @@ def test_text_encoder_lora_does_not_leak_through_the_conditioning_cache(sd1, tmp
     conditioners: dict = {}
 
     def run(prompt):
-        proc = Processor(loaded_for(sd1), Options().snapshot(), conditioner_cache=conditioners)
-        proc.extra_networks = lib
-        return proc.run(GenerationRequest(prompt=prompt, steps=2, width=64, height=64, seed=1,
-                                          sampler_name="Euler")).images[0].tobytes()
+        req = GenerationRequest(prompt=prompt, steps=2, width=64, height=64, seed=1, sampler_name="Euler")
+        return engine.generate(loaded_for(sd1), req, Options().snapshot(), conditioners=conditioners,
+                               networks=lib).images[0].tobytes()
 
     plain = run("a dog")
     with_lora = run("a dog <lora:te:1>")

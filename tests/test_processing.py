@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modules import infotext, processing, rng, samplers
+from modules import engine, infotext, rng, samplers
+from modules.engine import GenerationRequest, JobContext, RequestError, job, prompts, vae
 from modules.options import Options
-from modules.processing import GenerationRequest, Processor, RequestError
 from modules.sampling.schedules import alphas_cumprod_from_config
 from modules.sd_models import CheckpointInfo, LoadedModel
 from testing.tiny_models import build_tiny_components
@@ -32,12 +32,18 @@ def loaded_for(comps, name="tiny.safetensors"):
 
 def run_engine(comps, req: GenerationRequest) -> torch.Tensor:
     """Our engine's decoded image, (B, 3, H, W) in [0, 1], before PNG quantisation."""
-    proc = Processor(loaded_for(comps), Options().snapshot())
-    processing.validate(req)
+    ctx = JobContext.create(loaded_for(comps), req, Options().snapshot())
+    engine.validate(req)
+    ctx.prompts = prompts.prepare(ctx)
     seeds = [req.seed + i for i in range(req.batch_size)]
     with torch.inference_mode():
-        lat, _ = proc.run_batch(req, req.prompt, req.negative_prompt, seeds, seeds, 1)
-        return (proc.decode(lat) / 2 + 0.5).clamp(0, 1)
+        lat, _ = job.run_batch(ctx, engine.Batch(0, seeds, seeds))
+        return (vae.decode(ctx, lat) / 2 + 0.5).clamp(0, 1)
+
+
+def stage_context(comps) -> JobContext:
+    """A context for calling single stages (the VAE) on the tiny model."""
+    return JobContext.create(loaded_for(comps), None, Options().snapshot())
 
 
 def noise_for(comps, req):
@@ -96,9 +102,9 @@ def test_img2img_equals_diffusers(models):
                             cfg_scale=7.0, width=64, height=64, seed=5, mode="img2img", init_images=[init],
                             denoising_strength=0.6)
     ours = run_engine(comps, req)
-    proc = Processor(loaded_for(comps), Options().snapshot())
+    ctx = stage_context(comps)
     with torch.inference_mode():
-        init_latents = proc.encode(processing.pil_to_tensor(init))
+        init_latents = vae.encode(ctx, vae.pil_to_tensor(init))
     sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionImg2ImgPipeline", sched)
     # A1111 runs int(0.6 * 10) + 1 = 7 steps of a 10-step schedule: diffusers' strength 0.7 runs the same 7
@@ -116,12 +122,12 @@ def test_inpaint_9ch_equals_diffusers(models):
                             height=64, seed=9, mode="img2img", init_images=[init], mask=mask, mask_blur=0,
                             denoising_strength=1.0, inpainting_fill=1)
     ours = run_engine(comps, req)
-    proc = Processor(loaded_for(comps), Options().snapshot())
-    img_t = processing.pil_to_tensor(init)
+    ctx = stage_context(comps)
+    img_t = vae.pil_to_tensor(init)
     mbin = (torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] >= 0.5).float()
     with torch.inference_mode():
-        masked_latents = proc.encode(img_t * (1 - mbin))
-        image_latents = proc.encode(img_t)
+        masked_latents = vae.encode(ctx, img_t * (1 - mbin))
+        image_latents = vae.encode(ctx, img_t)
     sched = diffusers_scheduler("Euler", comps.spec.scheduler_config)
     pipe = sd_pipeline(comps, "StableDiffusionInpaintPipeline", sched)
     # A1111 (and we) start an inpainting model at strength 1 from the image latent plus noise at the largest sigma;
@@ -147,7 +153,8 @@ def generate_with(comps, settings: dict, control=None, **kw):
     base.update(kw)
     opts = Options().snapshot()
     opts.update(settings)
-    return Processor(loaded_for(comps), opts, control=control).run(GenerationRequest(**base))
+    return engine.generate(loaded_for(comps), GenerationRequest(**base), opts,
+                           **({"control": control} if control is not None else {}))
 
 
 def arr(im):
@@ -242,7 +249,7 @@ def test_tiling_makes_the_image_wrap(models):
 
 def test_interrupt_stops_between_steps(models):
     comps = models["sd1"]
-    ctl = processing.JobControl()
+    ctl = engine.JobControl()
     seen = []
 
     def on_progress(c):
@@ -251,8 +258,9 @@ def test_interrupt_stops_between_steps(models):
             c.interrupt()
 
     ctl.on_progress = on_progress
-    proc = Processor(loaded_for(comps), Options().snapshot(), control=ctl)
-    res = proc.run(GenerationRequest(prompt="x", steps=20, width=64, height=64, seed=1, n_iter=3, sampler_name="Euler"))
+    res = engine.generate(loaded_for(comps), GenerationRequest(prompt="x", steps=20, width=64, height=64, seed=1,
+                                                               n_iter=3, sampler_name="Euler"),
+                          Options().snapshot(), control=ctl)
     assert seen == [1, 2]
     assert res.interrupted and len(res.images) == 1
 
@@ -270,19 +278,19 @@ def test_interrupt_stops_between_steps(models):
 def test_bad_requests_name_the_field(field, value, message):
     req = GenerationRequest(**{field: value})
     with pytest.raises(RequestError) as e:
-        processing.validate(req)
+        engine.validate(req)
     assert e.value.field == field
     assert str(e.value).startswith(message)
 
 
 def test_bad_img2img_requests():
     with pytest.raises(RequestError, match="init_images: img2img needs an init image"):
-        processing.validate(GenerationRequest(mode="img2img"))
+        engine.validate(GenerationRequest(mode="img2img"))
     img = Image.new("RGB", (64, 64))
     with pytest.raises(RequestError, match="denoising_strength: must be at most 1"):
-        processing.validate(GenerationRequest(mode="img2img", init_images=[img], denoising_strength=1.5))
+        engine.validate(GenerationRequest(mode="img2img", init_images=[img], denoising_strength=1.5))
     with pytest.raises(RequestError, match="mask: size 32x32 differs from the init image's 64x64"):
-        processing.validate(GenerationRequest(mode="img2img", init_images=[img], mask=Image.new("L", (32, 32))))
+        engine.validate(GenerationRequest(mode="img2img", init_images=[img], mask=Image.new("L", (32, 32))))
 
 
 def test_job_through_app_saves_images_and_grid(tmp_path):
@@ -345,13 +353,13 @@ def test_rng_source_is_written_and_gpu_means_the_job_device(models):
     assert infotext.parse_generation_parameters(gpu.infotexts[0])["RNG"] == "GPU"
     # on a CPU-only job the job's device is the CPU: the same picture
     assert np.array_equal(arr(cpu.images[0]), arr(gpu.images[0]))
-    proc = Processor(loaded_for(comps), {**Options().snapshot(), "randn_source": "GPU"})
-    assert proc.image_rng((4, 8, 8), GenerationRequest(), [1], [1]).device == proc.device
+    ctx = JobContext.create(loaded_for(comps), GenerationRequest(), {**Options().snapshot(), "randn_source": "GPU"})
+    assert ctx.image_rng((4, 8, 8), [1], [1]).device == ctx.device
 
 
 def count_steps(comps, settings, **kw):
     seen = []
-    ctl = processing.JobControl(lambda c: seen.append(c.step))
+    ctl = engine.JobControl(lambda c: seen.append(c.step))
     generate_with(comps, settings, control=ctl, **kw)
     return len(seen), ctl.total_steps
 
@@ -399,10 +407,10 @@ def test_nan_latents_fail_the_job_naming_the_sampler_in_float32(models, one_thre
     with torch.no_grad():
         comps.unet.conv_out.bias.fill_(float("nan"))
     saved = []
-    proc = Processor(loaded_for(comps), Options().snapshot())
     req = GenerationRequest(prompt="x", steps=3, width=64, height=64, seed=1, sampler_name=sampler)
-    with pytest.raises(processing.NansError, match=re.escape(f"sampler '{sampler}' produced NaN")) as e:
-        proc.run(req, save=lambda *a, **k: saved.append(a) or tmp_path / "x.png")
+    with pytest.raises(engine.NansError, match=re.escape(f"sampler '{sampler}' produced NaN")) as e:
+        engine.generate(loaded_for(comps), req, Options().snapshot(),
+                        save=lambda *a, **k: saved.append(a) or tmp_path / "x.png")
     assert "--no-half" not in str(e.value) and saved == []
 
 
@@ -414,7 +422,7 @@ def test_unet_nans_in_half_precision_fail_the_job_with_a_way_out(models, one_thr
         m.to(torch.float16)
     with torch.no_grad():  # x1e6: far past float16's 65504
         comps.unet.conv_in.weight.mul_(1e6)
-    with pytest.raises(processing.NansError, match="--no-half"):
+    with pytest.raises(engine.NansError, match="--no-half"):
         generate_with(comps, {}, steps=2)
 
 

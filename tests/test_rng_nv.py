@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import infotext, processing, rng
+from modules import engine, infotext, rng
 from modules.options import Options
 from modules.sampling.philox import PhiloxGenerator, philox4x32_10
 
@@ -98,9 +98,9 @@ def test_nv_is_a_setting_and_written_into_the_infotext(sd1):
     assert "NV" in Options().info("randn_source").choices
     loaded = LoadedModel(info=CheckpointInfo(Path("/x/tiny.safetensors"), "tiny.safetensors", "ab" * 32),
                          components=sd1, vae_name="None")
-    req = processing.GenerationRequest(prompt="a circle", steps=3, width=64, height=64, seed=3,
+    req = engine.GenerationRequest(prompt="a circle", steps=3, width=64, height=64, seed=3,
                                        sampler_name="Euler a", save_images=False)
-    res = processing.Processor(loaded, {**Options().snapshot(), "randn_source": "NV"}).run(req)
+    res = engine.generate(loaded, req, {**Options().snapshot(), "randn_source": "NV"})
     assert ", RNG: NV, " in res.infotexts[0]
 
 

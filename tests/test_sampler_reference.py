@@ -1,6 +1,6 @@
 """Every sampler x schedule type draws A1111's picture.
 
-The engine (modules/sampling, through processing.Processor) is compared with an independent
+The engine (modules/sampling, through modules.engine) is compared with an independent
 reference written in the tests from k-diffusion's and A1111's published definitions
 (tests/reference_kdiffusion.py, tests/reference_timesteps.py; neither imports the engine's
 samplers nor diffusers' schedulers).  Both run the shipped default model, a real denoiser, through
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules import cmd_args, devices, processing, samplers, sd_models
+from modules import cmd_args, devices, engine, samplers, sd_models
+from modules.engine import prompts, vae
 from modules.options import Options
 from modules.paths import Paths
 from tests import reference_kdiffusion as RK
@@ -58,10 +59,9 @@ def threads():
 
 
 def engine_picture(loaded, sampler, schedule, steps, seed=SEED, settings=None) -> np.ndarray:
-    req = processing.GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, cfg_scale=CFG, width=64,
-                                       height=64, seed=seed, sampler_name=sampler, scheduler=schedule,
-                                       save_images=False)
-    res = processing.Processor(loaded, {**Options().snapshot(), **(settings or {})}).run(req)
+    req = engine.GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, cfg_scale=CFG, width=64,
+                                   height=64, seed=seed, sampler_name=sampler, scheduler=schedule, save_images=False)
+    res = engine.generate(loaded, req, {**Options().snapshot(), **(settings or {})})
     assert not res.warnings, res.warnings
     return np.asarray(res.images[0])
 
@@ -70,10 +70,10 @@ class Reference:
     """The test side: its own CFG around the model's UNet, its own samplers, A1111's 8-bit conversion."""
 
     def __init__(self, loaded):
-        self.proc = processing.Processor(loaded, Options().snapshot())
+        self.ctx = engine.JobContext.create(loaded, None, Options().snapshot())  # the model's text encoder and VAE
         c = loaded.components
         self.unet = c.unet
-        enc = self.proc.conditioner(1)
+        enc = prompts.conditioner(self.ctx)
         self.cond = enc.encode([PROMPT], joint=True)[0].context
         self.uncond = enc.encode([NEGATIVE], joint=True, is_negative=True)[0].context
         self.ac = RK.alphas_cumprod_sd()
@@ -104,7 +104,7 @@ class Reference:
 
         with torch.inference_mode():
             lat = self._sample(sampler, schedule, steps, noise, randn_like, seed)
-            img = self.proc.decode(lat)
+            img = vae.decode(self.ctx, lat)
         x = torch.clamp((img + 1.0) / 2.0, min=0.0, max=1.0)[0].permute(1, 2, 0).numpy()
         return (255.0 * x).astype(np.uint8)
 
@@ -181,7 +181,7 @@ def test_the_reference_is_sensitive_to_what_differs_from_diffusers(shapes, refer
     noise = torch.randn((4, 8, 8), generator=gen)[None]
     with torch.inference_mode():
         lat = RK.sample_dpmpp_2m(RK.denoiser(reference.eps, sched), noise * sigmas[0], sigmas)
-        img = reference.proc.decode(lat)
+        img = vae.decode(reference.ctx, lat)
     x = torch.clamp((img + 1.0) / 2.0, min=0.0, max=1.0)[0].permute(1, 2, 0).numpy()
     other = (255.0 * x).astype(np.uint8)
     assert psnr(a1111, other) < 35
@@ -189,7 +189,7 @@ def test_the_reference_is_sensitive_to_what_differs_from_diffusers(shapes, refer
 
 def test_pictures_are_8_bit_truncations_as_a1111_stores_them():
     x = torch.tensor([[[[-1.0, -0.99, 0.5]], [[0.0, 0.999, 1.0]], [[0.3, -0.3, 2.0]]]])
-    (pic,) = processing.tensor_to_pil(x)
+    (pic,) = vae.tensor_to_pil(x)
     v = (torch.clamp((x + 1.0) / 2.0, 0, 1) * 255.0)[0].permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(pic), v.astype(np.uint8))
     assert np.asarray(pic)[0, 2, 0] == 191  # 191.25 truncated; rounding would give 191, 0.999 -> 254.87 -> 254

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from modules import conditioning, extra_networks, infotext, textual_inversion
+from modules import conditioning, engine, extra_networks, infotext, textual_inversion
+from modules.engine import GenerationRequest
 from modules.options import Options
-from modules.processing import GenerationRequest, Processor
 from modules.sd_models import CheckpointInfo, LoadedModel
 from modules.textual_inversion import EmbeddingError, load_embedding, save_embedding
 from testing.tiny_models import build_tiny_components
@@ -180,10 +180,10 @@ def test_job_with_embeddings_in_both_prompts(sd1, tmp_path):
     cache: dict = {}
 
     def run(prompt, negative):
-        proc = Processor(loaded, Options().snapshot(), embeddings=lib.embedding_vectors(), conditioner_cache=cache)
-        proc.extra_networks = lib
-        return proc.run(GenerationRequest(prompt=prompt, negative_prompt=negative, steps=2, width=64, height=64,
-                                          seed=3, sampler_name="Euler"))
+        req = GenerationRequest(prompt=prompt, negative_prompt=negative, steps=2, width=64, height=64, seed=3,
+                                sampler_name="Euler")
+        return engine.generate(loaded, req, Options().snapshot(), embeddings=lib.embedding_vectors(),
+                               conditioners=cache, networks=lib)
 
     res = run("a house, goodstyle", "badhands")
     params = infotext.parse_generation_parameters(res.infotexts[0])
