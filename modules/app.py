@@ -36,6 +36,7 @@ class App:
         self.extra_networks = extra_networks.Library(self.paths.lora_dirs, self.paths.embeddings_dirs,
                                                      models=self.models)
         self.model_error: str | None = None
+        self.loader: threading.Thread | None = None   # the background model load started at app start
         self._listed = threading.Event()
         # the hook points of jobs and of the app; the built-in features are handlers there too
         self.hooks = hooks.default_hooks()
@@ -98,6 +99,7 @@ class App:
 
         t = threading.Thread(target=work, name="model-loader", daemon=True)
         t.start()
+        self.loader = t
         return t
 
     def native_resolution(self, title: str | None = None) -> int:

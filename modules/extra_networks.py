@@ -561,59 +561,17 @@ class Library:
                 warnings.append(f"extra network '{kind}' is not supported; its tags were ignored")
                 continue
             for params in items:
-                try:
-                    name, te, unet = parse_lora_params(params)
-                except ValueError as e:
-                    warnings.append(f"{e}; the network was left out")
+                found = self._read_network(params, warnings)
+                if found is None:
                     continue
-                entry = self.find_lora(name)
-                if entry is None:
-                    warnings.append(f"LoRA '{name}' not found; it was left out")
-                    continue
-                try:
-                    parsed = self.parsed(entry)
-                    file_key = (str(entry.path), *_stat(entry.path))
-                    shorthash = self.lora_shorthash(entry)
-                except (lora.NetworkError, OSError) as e:
-                    warnings.append(f"LoRA '{name}' cannot be used: {e}")
-                    continue
-                if index is None:
-                    index = self.layer_index(components)
+                name, te, unet, entry, parsed, shorthash = found
+                index = index or self.layer_index(components)
                 match = lora.match_network(parsed, index)
-                arch = getattr(getattr(components, "spec", None), "arch", "this model")
-                if not match.matched or match.mismatched:
-                    why = match.mismatched[0] if match.mismatched else \
-                        f"none of its {len(parsed.layers)} layers exist in the model"
-                    hint = f" (made for {entry.sd_version})" if entry.sd_version not in ("unknown",) else ""
-                    warnings.append(f"LoRA '{name}'{hint} does not fit the loaded model ({arch}): {why}; "
-                                    f"it was left out")
+                if not self._fits(name, entry, parsed, match, components, warnings):
                     continue
-                if match.unmatched:
-                    warnings.append(f"LoRA '{name}': {len(match.unmatched)} of its {len(parsed.layers)} layers have "
-                                    f"no counterpart in the loaded model and were skipped "
-                                    f"(first: {match.unmatched[0]})")
-                if match.unusable:
-                    warnings.append(f"LoRA '{name}': {len(match.unusable)} layers were skipped "
-                                    f"({match.unusable[0]})")
-                layer_deltas = []
                 try:
-                    for ml in match.matched:
-                        mult = te if ml.component != "unet" else unet
-                        if mult == 0:
-                            continue
-                        module = index.modules[ml.qualified]
-                        weight = lora.storage_tensor(module, "weight")
-                        if weight is None:
-                            raise lora.NetworkError("the model's weights are offloaded where they cannot be changed")
-                        d = self._delta(file_key, ml, weight)
-                        if d is not None:
-                            layer_deltas.append((weight, d, mult))
-                        if "diff_b" in ml.layer.tensors:
-                            bias = lora.storage_tensor(module, "bias")
-                            if bias is not None:
-                                layer_deltas.append((bias, ml.layer.bias_delta(tuple(bias.shape), device=bias.device),
-                                                     mult))
-                except lora.NetworkError as e:
+                    layer_deltas = self._layer_deltas(entry, index, match, te, unet)
+                except (lora.NetworkError, OSError) as e:
                     warnings.append(f"LoRA '{name}' cannot be used: {e}")
                     continue
                 for param, d, mult in layer_deltas:
@@ -628,6 +586,62 @@ class Library:
             merged.restore()
             return ActiveNetworks(warnings=warnings + [f"networks could not be merged: {e}"])
         return ActiveNetworks(merged, applied, warnings, touches_te, conditioners)
+
+    def _read_network(self, params, warnings: list[str]):
+        """(name, te multiplier, unet multiplier, file entry, parsed network, hash) of one tag, or None (with a
+        warning)."""
+        try:
+            name, te, unet = parse_lora_params(params)
+        except ValueError as e:
+            warnings.append(f"{e}; the network was left out")
+            return None
+        entry = self.find_lora(name)
+        if entry is None:
+            warnings.append(f"LoRA '{name}' not found; it was left out")
+            return None
+        try:
+            return name, te, unet, entry, self.parsed(entry), self.lora_shorthash(entry)
+        except (lora.NetworkError, OSError) as e:
+            warnings.append(f"LoRA '{name}' cannot be used: {e}")
+            return None
+
+    @staticmethod
+    def _fits(name: str, entry: LoraOnDisk, parsed, match, components, warnings: list[str]) -> bool:
+        """Whether the network fits the model (else a warning says why); partial fits are warned about."""
+        arch = getattr(getattr(components, "spec", None), "arch", "this model")
+        if not match.matched or match.mismatched:
+            why = match.mismatched[0] if match.mismatched else \
+                f"none of its {len(parsed.layers)} layers exist in the model"
+            hint = f" (made for {entry.sd_version})" if entry.sd_version not in ("unknown",) else ""
+            warnings.append(f"LoRA '{name}'{hint} does not fit the loaded model ({arch}): {why}; it was left out")
+            return False
+        if match.unmatched:
+            warnings.append(f"LoRA '{name}': {len(match.unmatched)} of its {len(parsed.layers)} layers have "
+                            f"no counterpart in the loaded model and were skipped (first: {match.unmatched[0]})")
+        if match.unusable:
+            warnings.append(f"LoRA '{name}': {len(match.unusable)} layers were skipped ({match.unusable[0]})")
+        return True
+
+    def _layer_deltas(self, entry: LoraOnDisk, index: lora.LayerIndex, match, te: float, unet: float) -> list:
+        """(parameter, update, multiplier) for every matched layer with a non-zero multiplier."""
+        file_key = (str(entry.path), *_stat(entry.path))
+        out = []
+        for ml in match.matched:
+            mult = te if ml.component != "unet" else unet
+            if mult == 0:
+                continue
+            module = index.modules[ml.qualified]
+            weight = lora.storage_tensor(module, "weight")
+            if weight is None:
+                raise lora.NetworkError("the model's weights are offloaded where they cannot be changed")
+            d = self._delta(file_key, ml, weight)
+            if d is not None:
+                out.append((weight, d, mult))
+            if "diff_b" in ml.layer.tensors:
+                bias = lora.storage_tensor(module, "bias")
+                if bias is not None:
+                    out.append((bias, ml.layer.bias_delta(tuple(bias.shape), device=bias.device), mult))
+        return out
 
     # ----------------------------------------------------------------- embeddings for a model
 

@@ -127,11 +127,6 @@ class NetworkLayer:
         return "unknown"
 
     @property
-    def component(self) -> str | None:
-        """"unet", "te1" or "te2" from the name's prefix ("te" = the first text encoder)."""
-        return component_of(self.name)
-
-    @property
     def alpha(self) -> float | None:
         a = self.tensors.get("alpha")
         return None if a is None else float(a.reshape(-1)[0])
@@ -285,14 +280,7 @@ def _numel(shape) -> int:
     return n
 
 
-def component_of(name: str) -> str | None:
-    if name.startswith(("lora_unet_", "unet.")):
-        return "unet"
-    if name.startswith(("lora_te2_", "text_encoder_2.")):
-        return "te2"
-    if name.startswith(("lora_te_", "lora_te1_", "text_encoder.")):
-        return "te1"
-    return None
+UNET_PREFIXES = ("lora_unet_", "unet.")   # kohya's and diffusers/PEFT's names of UNet layers
 
 
 def _split_key(key: str) -> tuple[str, str] | None:
@@ -347,11 +335,14 @@ def _apply_peft_alphas(layers: dict[str, NetworkLayer], metadata: dict | None) -
         return
     if not isinstance(cfg, dict):
         return
+    from modules import families
+
+    dotted = {UNET_PREFIXES[1], *(slot.lora_dotted for slot in families.all_text_slots())}
     for name, layer in layers.items():
         if layer.kind != "lora" or "alpha" in layer.tensors or "scale" in layer.tensors or "down" not in layer.tensors:
             continue
         prefix, _, path = name.partition(".")
-        if prefix not in ("unet", "text_encoder", "text_encoder_2"):
+        if prefix + "." not in dotted:
             continue
         alpha = cfg.get(f"{prefix}.lora_alpha")
         for pattern, value in (cfg.get(f"{prefix}.alpha_pattern") or {}).items():
@@ -430,14 +421,14 @@ class LayerIndex:
                 continue
             q = "unet:" + path
             self.modules[q] = mod
-            self._alias(q, "lora_unet_" + path.replace(".", "_"), "unet." + path)
+            self._alias(q, UNET_PREFIXES[0] + path.replace(".", "_"), UNET_PREFIXES[1] + path)
             if ldm is not None:
                 try:
                     lk = ldm(path + ".weight")
                 except KeyError:
                     lk = None
                 if lk is not None:
-                    self._alias(q, "lora_unet_" + lk[: -len(".weight")].replace(".", "_"))
+                    self._alias(q, UNET_PREFIXES[0] + lk[: -len(".weight")].replace(".", "_"))
 
     def _index_text_encoder(self, model, slot) -> None:
         for path, mod in model.named_modules():
@@ -725,7 +716,7 @@ def random_lora(components, targets: Iterable[str] | None = None, *, rank: int =
     SDXL: ``lora_te1_``/``lora_te2_``)."""
     gen = torch.Generator().manual_seed(seed)
     models = {"unet": components.unet}
-    prefixes = {"unet": "lora_unet_"}
+    prefixes = {"unet": UNET_PREFIXES[0]}
     for slot in components.spec.text_slots:
         models[slot.lora_component] = components.text_encoders.get(slot.attr)
         prefixes[slot.lora_component] = slot.lora_prefixes[0]
@@ -754,6 +745,6 @@ def random_lora(components, targets: Iterable[str] | None = None, *, rank: int =
 __all__ = [
     "default_targets", "random_lora",
     "NETWORK_EXTS", "NetworkError", "NetworkLayer", "LowRank", "ParsedNetwork", "LayerIndex", "Match", "MatchedLayer",
-    "MergedWeights", "BackupStore", "read_network_file", "storage_tensor", "unwrap", "read_metadata", "parse_network", "match_network", "component_of",
+    "MergedWeights", "BackupStore", "read_network_file", "storage_tensor", "unwrap", "read_metadata", "parse_network", "match_network",
     "fit_shape",
 ]

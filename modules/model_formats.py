@@ -266,7 +266,30 @@ def _infer_unet(u: dict[str, torch.Tensor], heads: int | None = None) -> dict:
         conv_out = u["out.2.weight"]
     except KeyError as exc:
         raise ModelFormatError(f"UNet weights incomplete: missing {exc.args[0]}") from exc
+    levels = _unet_levels(u, keys)
+    layers_per_block, down_types, depths = _down_path(levels)
+    up_types = _up_path(keys, down_types, depths, layers_per_block)
+    channels = [lv["channels"] for lv in levels]
+    depths = _transformer_depths(keys, down_types, depths)
+    cfg: dict[str, Any] = {
+        "in_channels": int(conv_in.shape[1]),
+        "out_channels": int(conv_out.shape[0]),
+        "block_out_channels": channels,
+        "layers_per_block": layers_per_block,
+        "down_block_types": down_types,
+        "up_block_types": up_types,
+        **_cross_attention(u, keys),
+        "transformer_layers_per_block": depths[0] if len(set(depths)) == 1 else depths,
+    }
+    cfg["attention_head_dim"] = heads if heads is not None else [_heads(c) for c in channels]
+    temb = u["time_embed.0.weight"]
+    if int(temb.shape[0]) != 4 * channels[0]:
+        cfg["time_embedding_dim"] = int(temb.shape[0])
+    return cfg
 
+
+def _unet_levels(u: dict, keys: list[str]) -> list[dict]:
+    """The down path's resolution levels: ResBlocks, their channels and transformer depths."""
     n_in = _count_index(keys, r"input_blocks\.(\d+)\.")
     levels: list[dict] = []
     cur = {"layers": 0, "attn": [], "channels": None}
@@ -280,89 +303,81 @@ def _infer_unet(u: dict[str, torch.Tensor], heads: int | None = None) -> dict:
             raise ModelFormatError(f"UNet input block {k} is neither a ResBlock nor a Downsample")
         cur["layers"] += 1
         cur["channels"] = int(w.shape[0])
-        depth = _count_index(keys, rf"input_blocks\.{k}\.1\.transformer_blocks\.(\d+)\.")
-        cur["attn"].append(depth)
+        cur["attn"].append(_count_index(keys, rf"input_blocks\.{k}\.1\.transformer_blocks\.(\d+)\."))
     levels.append(cur)
     if any(lv["layers"] == 0 for lv in levels):
         raise ModelFormatError("UNet has an empty resolution level")
+    return levels
 
+
+def _down_path(levels: list[dict]) -> tuple[int, list[str], list[int]]:
+    """(ResBlocks per level, down block types, transformer depth per level)."""
     layers = {lv["layers"] for lv in levels}
     if len(layers) != 1:
         raise ModelFormatError(f"UNet levels have different numbers of ResBlocks {sorted(layers)}; not supported")
-    layers_per_block = layers.pop()
-
-    down_types, tl = [], []
+    down_types, depths = [], []
     for lv in levels:
-        depths = set(lv["attn"])
-        if len(depths) != 1:
+        found = set(lv["attn"])
+        if len(found) != 1:
             raise ModelFormatError("UNet level mixes blocks with and without attention; not supported")
-        d = depths.pop()
+        d = found.pop()
         down_types.append("CrossAttnDownBlock2D" if d else "DownBlock2D")
-        tl.append(d)
+        depths.append(d)
+    return layers.pop(), down_types, depths
 
-    # up path: mirror check
+
+def _up_path(keys: list[str], down_types: list[str], depths: list[int], layers_per_block: int) -> list[str]:
+    """The up block types, checked to mirror the down path."""
+    n = len(down_types)
     n_out = _count_index(keys, r"output_blocks\.(\d+)\.")
-    if n_out != len(levels) * (layers_per_block + 1):
+    if n_out != n * (layers_per_block + 1):
         raise ModelFormatError(
-            f"UNet has {n_out} output blocks, expected {len(levels) * (layers_per_block + 1)} for "
-            f"{len(levels)} levels of {layers_per_block} ResBlocks"
+            f"UNet has {n_out} output blocks, expected {n * (layers_per_block + 1)} for "
+            f"{n} levels of {layers_per_block} ResBlocks"
         )
     up_types = []
-    for i in range(len(levels)):
-        depths = set()
-        for j in range(layers_per_block + 1):
-            k = i * (layers_per_block + 1) + j
-            depths.add(_count_index(keys, rf"output_blocks\.{k}\.1\.transformer_blocks\.(\d+)\."))
-        if len(depths) != 1:
+    for i in range(n):
+        blocks = range(i * (layers_per_block + 1), (i + 1) * (layers_per_block + 1))
+        found = {_count_index(keys, rf"output_blocks\.{k}\.1\.transformer_blocks\.(\d+)\.") for k in blocks}
+        if len(found) != 1:
             raise ModelFormatError("UNet up level mixes blocks with and without attention; not supported")
-        d = depths.pop()
-        mirror = tl[len(levels) - 1 - i] if down_types[len(levels) - 1 - i].startswith("CrossAttn") else 0
+        d = found.pop()
+        mirror = depths[n - 1 - i] if down_types[n - 1 - i].startswith("CrossAttn") else 0
         if d != mirror:
             raise ModelFormatError("UNet up path does not mirror the down path; not supported")
         up_types.append("CrossAttnUpBlock2D" if d else "UpBlock2D")
+    return up_types
 
-    channels = [lv["channels"] for lv in levels]
+
+def _transformer_depths(keys: list[str], down_types: list[str], depths: list[int]) -> list[int]:
+    """transformer_layers_per_block with placeholders for levels without attention.
+
+    diffusers gives the middle block transformer_layers_per_block[-1] layers.  Levels without attention
+    carry a placeholder depth: the common depth when all attention levels and the middle agree (SD1/2: 1,
+    SDXL refiner: 4), else 1 (SDXL base: [1, 2, 10]); the last level must carry the middle's."""
     mid_depth = _count_index(keys, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
     if mid_depth == 0:
         raise ModelFormatError("UNet middle block has no attention; not supported")
-    # diffusers gives the middle block transformer_layers_per_block[-1] layers.
-    # Levels without attention carry a placeholder depth: the common depth when
-    # all attention levels and the middle agree (SD1/2: 1, SDXL refiner: 4),
-    # else 1 (SDXL base: [1, 2, 10]); the last level must carry the middle's.
-    used = {d for d in tl if d} | {mid_depth}
+    used = {d for d in depths if d} | {mid_depth}
     fill = used.pop() if len(used) == 1 else 1
-    tl = [d if d else fill for d in tl]
+    out = [d if d else fill for d in depths]
     if not down_types[-1].startswith("CrossAttn"):
-        tl[-1] = mid_depth
-    if mid_depth != tl[-1]:
+        out[-1] = mid_depth
+    if mid_depth != out[-1]:
         raise ModelFormatError(
-            f"UNet middle block has {mid_depth} transformer layers but the last level has {tl[-1]}; not supported"
+            f"UNet middle block has {mid_depth} transformer layers but the last level has {out[-1]}; not supported"
         )
+    return out
 
-    # cross-attention & projection style from the first transformer found
+
+def _cross_attention(u: dict, keys: list[str]) -> dict:
+    """Cross-attention width and projection style, from the first transformer found."""
     attn_prefix = next((k[: -len("attn2.to_k.weight")] for k in keys if k.endswith("attn2.to_k.weight")), None)
     if attn_prefix is None:
         raise ModelFormatError("UNet has no cross-attention layers")
-    cross_dim = int(u[attn_prefix + "attn2.to_k.weight"].shape[1])
     tprefix = attn_prefix.split("transformer_blocks.")[0]
-    use_linear = u[tprefix + "proj_in.weight"].ndim == 2
-
-    cfg: dict[str, Any] = {
-        "in_channels": int(conv_in.shape[1]),
-        "out_channels": int(conv_out.shape[0]),
-        "block_out_channels": channels,
-        "layers_per_block": layers_per_block,
-        "down_block_types": down_types,
-        "up_block_types": up_types,
-        "cross_attention_dim": cross_dim,
-        "use_linear_projection": use_linear,
-        "transformer_layers_per_block": tl[0] if len(set(tl)) == 1 else tl,
-    }
-    cfg["attention_head_dim"] = heads if heads is not None else [_heads(c) for c in channels]
-    temb = u["time_embed.0.weight"]
-    if int(temb.shape[0]) != 4 * channels[0]:
-        cfg["time_embedding_dim"] = int(temb.shape[0])
-    return cfg
+    return {"cross_attention_dim": int(u[attn_prefix + "attn2.to_k.weight"].shape[1]),
+            "use_linear_projection": u[tprefix + "proj_in.weight"].ndim == 2}
 
 
 def _infer_vae(v: dict[str, torch.Tensor]) -> dict:

@@ -2,7 +2,7 @@
 
     prompts.prepare -> before_job hooks -> for each batch: txt2img/img2img (conditioning, sampling,
     hires / inpainting) -> decode -> overlay -> after_image_decoded -> infotext -> save
-    -> grid -> info JSON -> after_job hooks (always, also when the job fails)
+    -> grid -> info JSON -> after_job hooks (always, also when the job fails: result None)
 """
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ def run(ctx: JobContext) -> GenerationResult:
         prompts.conditioner(ctx).used_embeddings = set()  # "TI hashes": this job's embeddings only
         with torch.inference_mode():
             _run_batches(ctx, result, seeds, subseeds)
+        outputs.add_grid(ctx, result)
+        _finish(ctx, result, time.perf_counter() - t0)
         finished = result
     finally:
         ctx.hooks.fire_all("after_job", ctx, finished)
-    outputs.add_grid(ctx, result)
-    _finish(ctx, result, time.perf_counter() - t0)
     return result
 
 

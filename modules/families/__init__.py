@@ -87,6 +87,15 @@ def text_encoders_of(spec) -> tuple[TextEncoderSlot, ...]:
     return fam.text_encoders(fam.variant(spec.arch))
 
 
+def all_text_slots() -> list[TextEncoderSlot]:
+    """Every text-encoder slot of every family (the names LoRA files may use for text-encoder layers)."""
+    out: list[TextEncoderSlot] = []
+    for fam in _REGISTRY.values():
+        for v in fam.variants:
+            out.extend(slot for slot in fam.text_encoders(v) if slot not in out)
+    return out
+
+
 def text_slot_kinds() -> list[TextEncoderSlot]:
     """One text-encoder slot per name any family uses (how a diffusers folder's encoders are built)."""
     seen: dict[str, TextEncoderSlot] = {}
