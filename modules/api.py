@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import html
 import io
 import json
@@ -49,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modules import images, infotext, jobs, processing, samplers, sd_models
+from modules import fields, images, infotext, jobs, samplers, sd_models, upscalers
+from modules.engine.request import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ MAX_INPUT_SIDE = 16384                 # decoded input images larger than this a
 MAX_INPUT_PIXELS = 64 * 1024 * 1024
 MAX_EXTRAS_SIDE = 8192                 # extra-single-image output limits
 MAX_EXTRAS_PIXELS = 8192 * 8192 // 2
-IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
 TASK_MEMORY = 1000                     # force_task_id -> job id entries kept for POST interrupt?id=
 
 
@@ -85,83 +86,25 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False, protected_namespaces=())
 
 
-class _GenerationFields(_Request):
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: Optional[list[str]] = None
-    seed: int = Field(-1, description="-1 for a random seed")
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = Field(-1, ge=-1, le=2048, description="-1 or 0: off")
-    seed_resize_from_w: int = Field(-1, ge=-1, le=2048, description="-1 or 0: off")
-    sampler_name: Optional[str] = Field(None, description="falls back to sampler_index")
-    scheduler: Optional[str] = Field(None, description="schedule type; None = Automatic")
-    batch_size: int = Field(1, ge=1, le=64)
-    n_iter: int = Field(1, ge=1, le=1000)
-    steps: int = Field(50, ge=1, le=500)
-    cfg_scale: float = Field(7.0, ge=0, le=100)
-    width: int = Field(512, ge=64, le=2048, description="rounded down to a multiple of 8")
-    height: int = Field(512, ge=64, le=2048, description="rounded down to a multiple of 8")
-    restore_faces: Optional[bool] = Field(None, description="not supported; ignored")
-    tiling: Optional[bool] = None
-    do_not_save_samples: bool = False
-    do_not_save_grid: bool = False
-    eta: Optional[float] = None
-    denoising_strength: Optional[float] = 0.75
-    s_min_uncond: Optional[float] = None
-    s_churn: Optional[float] = None
-    s_tmax: Optional[float] = None
-    s_tmin: Optional[float] = None
-    s_noise: Optional[float] = None
-    override_settings: Optional[dict[str, Any]] = None
-    override_settings_restore_afterwards: bool = True
-    refiner_checkpoint: Optional[str] = Field(None, description="not supported; ignored")
-    refiner_switch_at: Optional[float] = None
-    disable_extra_networks: bool = False
-    comments: Optional[dict[str, Any]] = None
-    sampler_index: str = "Euler"
-    script_name: Optional[str] = None
-    script_args: list = Field(default_factory=list)
-    send_images: bool = True
-    save_images: bool = False
-    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
-    force_task_id: Optional[str] = Field(None, description="an id for POST interrupt?id=... while the job waits")
-    infotext: Optional[str] = Field(None, description="generation parameters text; fills the fields not given")
+def _api_field(f: fields.Field) -> tuple[Any, Any]:
+    """(annotation, pydantic Field) of a table row, with A1111's API name, type and default."""
+    default = f.api_default_value
+    kw: dict[str, Any] = {"description": f.api_description or None}
+    if f.api_bounds:
+        kw.update(ge=f.minimum, le=f.maximum)
+    if isinstance(default, (list, dict)):
+        return f.api_annotation, Field(default_factory=lambda d=default: copy.deepcopy(d), **kw)
+    return f.api_annotation, Field(default, **kw)
 
 
-class Txt2ImgRequest(_GenerationFields):
-    enable_hr: bool = False
-    firstphase_width: int = 0
-    firstphase_height: int = 0
-    hr_scale: float = 2.0
-    hr_upscaler: Optional[str] = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_checkpoint_name: Optional[str] = None
-    hr_sampler_name: Optional[str] = None
-    hr_scheduler: Optional[str] = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
-    firstpass_image: Optional[str] = None
+def _generation_model(name: str, base: type[BaseModel], rows: list[fields.Field]) -> type[BaseModel]:
+    return create_model(name, __base__=base, __module__=__name__, **{f.api: _api_field(f) for f in rows})
 
 
-class Img2ImgRequest(_GenerationFields):
-    init_images: Optional[list[str]] = Field(None, description="base64 images (a data: URL prefix is allowed)")
-    resize_mode: int = 0
-    image_cfg_scale: Optional[float] = None
-    mask: Optional[str] = Field(None, description="base64 image; white = repaint")
-    mask_blur_x: int = 4
-    mask_blur_y: int = 4
-    mask_blur: Optional[int] = None
-    mask_round: bool = True
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: Optional[float] = None
-    latent_mask: Optional[str] = None
-    include_init_images: bool = False
+# the request models, from the table (modules/fields.py): the fields both share, then each one's own
+_GenerationFields = _generation_model("_GenerationFields", _Request, fields.api_fields(None))
+Txt2ImgRequest = _generation_model("Txt2ImgRequest", _GenerationFields, fields.api_fields(fields.TXT2IMG))
+Img2ImgRequest = _generation_model("Img2ImgRequest", _GenerationFields, fields.api_fields(fields.IMG2IMG))
 
 
 class ErrorResponse(BaseModel):
@@ -194,6 +137,9 @@ class ImageToImageResponse(GenerationResponse):
     pass
 
 
+_IMAGE_UPSCALER_NAMES = ", ".join(upscalers.IMAGE_UPSCALERS[:-1]) + " or " + upscalers.IMAGE_UPSCALERS[-1]
+
+
 class ExtrasSingleImageRequest(_Request):
     resize_mode: int = Field(0, ge=0, le=1, description="0: scale by upscaling_resize, 1: to upscaling_resize_w x _h")
     show_extras_results: bool = True
@@ -204,7 +150,7 @@ class ExtrasSingleImageRequest(_Request):
     upscaling_resize_w: int = Field(512, ge=1, le=MAX_EXTRAS_SIDE)
     upscaling_resize_h: int = Field(512, ge=1, le=MAX_EXTRAS_SIDE)
     upscaling_crop: bool = True
-    upscaler_1: str = Field("None", description="None, Lanczos or Nearest")
+    upscaler_1: str = Field("None", description=_IMAGE_UPSCALER_NAMES)
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = Field(0, ge=0, le=1)
     upscale_first: bool = False
@@ -429,13 +375,6 @@ def json_safe(value: Any) -> Any:
     return walk(value)
 
 
-def _upscale(im: Image.Image, name: str, w: int, h: int) -> Image.Image:
-    if name == "None" or (im.width, im.height) == (w, h):
-        return im
-    resample = Image.NEAREST if name == "Nearest" else Image.LANCZOS
-    return im.resize((w, h), resample)
-
-
 # ---------------------------------------------------------------------------
 # the API
 
@@ -461,18 +400,70 @@ def _idle_state() -> dict:
             "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0, "queued": 0}
 
 
-# infotext key -> (request field, converter); only fields the request did not set are filled
-_INFOTEXT_FIELDS = {
-    "Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Steps": ("steps", int),
-    "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str), "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int), "Size-1": ("width", int), "Size-2": ("height", int), "Variation seed": ("subseed", int),
-    "Variation seed strength": ("subseed_strength", float), "Seed resize from-1": ("seed_resize_from_w", int),
-    "Seed resize from-2": ("seed_resize_from_h", int), "Denoising strength": ("denoising_strength", float),
-    "Hires upscale": ("hr_scale", float), "Hires steps": ("hr_second_pass_steps", int),
-    "Hires upscaler": ("hr_upscaler", str), "Hires resize-1": ("hr_resize_x", int),
-    "Hires resize-2": ("hr_resize_y", int), "Hires prompt": ("hr_prompt", str),
-    "Hires negative prompt": ("hr_negative_prompt", str), "Mask blur": ("mask_blur", int),
-}
+def _request_values(values: dict) -> dict:
+    """The request fields an API body gives, by the table: None (and "" for text) is the engine's default."""
+    out = {}
+    for f in fields.request_fields():
+        if f.api not in values:
+            continue
+        value = values[f.api]
+        if value is None or (value == "" and f.base_type is str):
+            value = copy.deepcopy(f.default)
+        elif f.base_type is bool:
+            value = bool(value)
+        out[f.name] = value
+    return out
+
+
+def _sizes(values: dict, warns: list[str]) -> dict:
+    """Width and height rounded down to the table's multiple (A1111's output size), with a warning;
+    422 outside the table's bounds (infotext values skip the model's)."""
+    out = {}
+    for name in ("width", "height"):
+        f = fields.FIELDS[name]
+        v = int(values[name])
+        if v % f.multiple_of:
+            rounded = v // f.multiple_of * f.multiple_of
+            warns.append(f"{name} {v} rounded down to {rounded} (a multiple of {f.multiple_of})")
+            v = rounded
+        if not f.minimum <= v <= f.maximum:
+            raise ApiError(422, f"must be between {f.minimum} and {f.maximum}, got {values[name]}", name)
+        out[name] = v
+    return out
+
+
+def _ignored_warnings(body: _GenerationFields, values: dict) -> list[str]:
+    """Warnings for `info` about what the body asks for and is not done (422 for a script)."""
+    warns: list[str] = []
+    unknown = sorted(k for k in (body.model_extra or {}))
+    if unknown:
+        warns.append("unknown fields ignored: " + ", ".join(unknown))
+    if body.script_name:
+        raise ApiError(422, f"Script '{body.script_name}' not found (no scripts are installed)", "script_name")
+    if body.alwayson_scripts:
+        warns.append("alwayson_scripts are not supported; ignored: " + ", ".join(map(str, body.alwayson_scripts)))
+    if body.restore_faces:
+        warns.append("restore_faces is not supported; ignored")
+    if body.refiner_checkpoint and body.refiner_checkpoint not in ("None", ""):
+        warns.append("refiner_checkpoint is not supported; ignored")
+    if isinstance(body, Txt2ImgRequest):
+        warns.extend(_hires_warnings(body, values))
+    return warns
+
+
+def _hires_warnings(body: Txt2ImgRequest, values: dict) -> list[str]:
+    warns = []
+    if body.firstpass_image:
+        warns.append("firstpass_image is not supported; ignored")
+    if body.hr_checkpoint_name and body.hr_checkpoint_name not in ("Use same checkpoint", ""):
+        warns.append("hr_checkpoint_name is not supported; the hires pass uses the same checkpoint")
+    if body.hr_sampler_name and body.hr_sampler_name not in ("Use same sampler", "") \
+            and body.hr_sampler_name != (values["sampler_name"] or body.sampler_index):
+        warns.append("hr_sampler_name is not supported; the hires pass uses the same sampler")
+    if body.hr_scheduler and body.hr_scheduler not in ("Use same scheduler", "") \
+            and body.hr_scheduler != values["scheduler"]:
+        warns.append("hr_scheduler is not supported; the hires pass uses the same schedule type")
+    return warns
 
 
 class SdApi:
@@ -575,7 +566,7 @@ class SdApi:
                            error="NoModel")
         try:
             job = app.submit(req, source="api")
-        except processing.RequestError as e:
+        except RequestError as e:
             raise ApiError(422, str(e), e.field) from None
         except sd_models.ModelLoadError as e:
             raise ApiError(422, str(e), "override_settings.sd_model_checkpoint", error="ModelLoadError") from None
@@ -589,82 +580,31 @@ class SdApi:
                     self.tasks.pop(next(iter(self.tasks)))
         return job, warns, persist
 
-    def build_request(self, body: _GenerationFields, mode: str) -> tuple[processing.GenerationRequest, list[str], dict]:
+    def build_request(self, body: _GenerationFields, mode: str) -> tuple[GenerationRequest, list[str], dict]:
         """The engine request for an API body: (request, warnings for `info`, settings to keep afterwards)."""
-        app = self.app
-        warns: list[str] = []
         values = body.model_dump()
         check_finite(values, "")
-        set_fields = set(body.model_fields_set)
         if body.infotext:
-            self._apply_infotext(body.infotext, values, set_fields)
-        unknown = sorted(k for k in (body.model_extra or {}))
-        if unknown:
-            warns.append("unknown fields ignored: " + ", ".join(unknown))
-        if body.script_name:
-            raise ApiError(422, f"Script '{body.script_name}' not found (no scripts are installed)", "script_name")
-        if body.alwayson_scripts:
-            warns.append("alwayson_scripts are not supported; ignored: " + ", ".join(map(str, body.alwayson_scripts)))
-        if body.restore_faces:
-            warns.append("restore_faces is not supported; ignored")
-        if body.refiner_checkpoint and body.refiner_checkpoint not in ("None", ""):
-            warns.append("refiner_checkpoint is not supported; ignored")
-        if isinstance(body, Txt2ImgRequest):
-            if body.firstpass_image:
-                warns.append("firstpass_image is not supported; ignored")
-            if body.hr_checkpoint_name and body.hr_checkpoint_name not in ("Use same checkpoint", ""):
-                warns.append("hr_checkpoint_name is not supported; the hires pass uses the same checkpoint")
-            if body.hr_sampler_name and body.hr_sampler_name not in ("Use same sampler", "") \
-                    and body.hr_sampler_name != (values["sampler_name"] or body.sampler_index):
-                warns.append("hr_sampler_name is not supported; the hires pass uses the same sampler")
-            if body.hr_scheduler and body.hr_scheduler not in ("Use same scheduler", "") \
-                    and body.hr_scheduler != values["scheduler"]:
-                warns.append("hr_scheduler is not supported; the hires pass uses the same schedule type")
-
-        size = {}
-        for name in ("width", "height"):
-            v = int(values[name])
-            if v % 8:
-                warns.append(f"{name} {v} rounded down to {v // 8 * 8} (a multiple of 8)")
-                v = v // 8 * 8
-            if not 64 <= v <= 2048:
-                raise ApiError(422, f"must be between 64 and 2048, got {values[name]}", name)
-            size[name] = v
-        for name in ("seed_resize_from_w", "seed_resize_from_h"):
-            v = values[name]
-            if not (v in (-1, 0) or 8 <= v <= 2048):  # also checked here: infotext values skip the model's bounds
-                raise ApiError(422, f"must be -1 or 0 (off) or between 8 and 2048, got {v}", name)
+            self._apply_infotext(body.infotext, values, set(body.model_fields_set))
+        warns = _ignored_warnings(body, values)
+        kw = _request_values(values)
+        kw.update(_sizes(values, warns))
         overrides, persist = self._check_overrides(values.get("override_settings") or {},
                                                    not body.override_settings_restore_afterwards)
-        denoise = values.get("denoising_strength")
-        kw = dict(
-            prompt=values["prompt"], negative_prompt=values["negative_prompt"], styles=list(values["styles"] or []),
-            sampler_name=values["sampler_name"] or body.sampler_index or "Euler",
-            scheduler=values["scheduler"] or "Automatic",
-            steps=values["steps"], cfg_scale=values["cfg_scale"], width=size["width"], height=size["height"],
-            seed=values["seed"], subseed=values["subseed"], subseed_strength=values["subseed_strength"],
-            seed_resize_from_h=values["seed_resize_from_h"], seed_resize_from_w=values["seed_resize_from_w"],
-            n_iter=values["n_iter"], batch_size=values["batch_size"], tiling=bool(values["tiling"]),
-            eta=values["eta"], denoising_strength=0.75 if denoise is None else denoise,
-            override_settings=overrides, save_images=bool(body.save_images),
-            do_not_save_grid=bool(body.do_not_save_grid or not body.save_images), mode=mode,
-        )
+        # A1111's API: no sampler_name -> sampler_index, whose default is "Euler" (not the UI's default_sampler)
+        sampler = values["sampler_name"] or values["sampler_index"] or fields.FIELDS["sampler_index"].default
+        kw.update(sampler_name=sampler, override_settings=overrides, save_images=bool(body.save_images),
+                  do_not_save_grid=bool(body.do_not_save_grid or not body.save_images), mode=mode)
         if body.styles:
-            missing = [s for s in body.styles if s not in app.styles.styles]
+            missing = [s for s in body.styles if s not in self.app.styles.styles]
             if missing:
                 warns.append("unknown styles ignored: " + ", ".join(missing))
-        if mode == "txt2img":
-            kw.update(enable_hr=bool(values["enable_hr"]), hr_scale=values["hr_scale"],
-                      hr_upscaler=values["hr_upscaler"] or "Latent",
-                      hr_second_pass_steps=values["hr_second_pass_steps"], hr_resize_x=values["hr_resize_x"],
-                      hr_resize_y=values["hr_resize_y"], hr_prompt=values["hr_prompt"],
-                      hr_negative_prompt=values["hr_negative_prompt"])
-        else:
-            kw.update(self._img2img_fields(body, values, warns))
-        req = processing.GenerationRequest(**kw)
-        return req, warns, persist
+        if mode == "img2img":
+            kw.update(self._img2img_images(body, values, warns))
+        return GenerationRequest(**kw), warns, persist
 
-    def _img2img_fields(self, body: Img2ImgRequest, values: dict, warns: list[str]) -> dict:
+    def _img2img_images(self, body: Img2ImgRequest, values: dict, warns: list[str]) -> dict:
+        """The decoded init images and mask, and the mask blur (mask_blur, else the larger of _x and _y)."""
         if not body.init_images:
             raise ApiError(422, "img2img needs at least one init image", "init_images")
         inits = [decode_image(s, f"init_images[{i}]") for i, s in enumerate(body.init_images)]
@@ -676,24 +616,18 @@ class SdApi:
         blur = values["mask_blur"]
         if blur is None:
             blur = max(body.mask_blur_x, body.mask_blur_y)
-        return dict(init_images=inits, mask=mask, resize_mode=body.resize_mode, mask_blur=blur,
-                    inpainting_fill=body.inpainting_fill, inpaint_full_res=bool(body.inpaint_full_res),
-                    inpaint_full_res_padding=body.inpaint_full_res_padding,
-                    inpainting_mask_invert=bool(body.inpainting_mask_invert),
-                    initial_noise_multiplier=body.initial_noise_multiplier)
+        return dict(init_images=inits, mask=mask, mask_blur=blur)
 
     def _apply_infotext(self, text: str, values: dict, set_fields: set) -> None:
+        """Fill the fields the body did not set from an infotext (the table's paste), and its settings."""
         params = infotext.parse_generation_parameters(text, defaults=False)
-        for key, (name, conv) in _INFOTEXT_FIELDS.items():
-            if key in params and name in values and name not in set_fields:
-                try:
-                    values[name] = conv(params[key])
-                    check_finite(values[name], name)
-                except (TypeError, ValueError, ApiError):
-                    raise ApiError(422, f"'{key}: {params[key]}' is not a valid {conv.__name__}", "infotext") from None
-        if ("Hires upscale" in params or "Hires resize-1" in params) and "enable_hr" in values \
-                and "enable_hr" not in set_fields:
-            values["enable_hr"] = True
+        wanted = [f.name for f in fields.request_fields() if f.api in values and f.api not in set_fields]
+        try:
+            pasted = fields.from_infotext(params, strict=True, names=wanted)
+        except fields.InfotextValueError as e:
+            raise ApiError(422, str(e), "infotext") from None
+        for name, value in pasted.items():
+            values[fields.FIELDS[name].api] = value
         ov = dict(values.get("override_settings") or {})
         for setting, value in infotext.settings_from_params(params).items():
             ov.setdefault(setting, value)
@@ -893,10 +827,10 @@ class SdApi:
 
     def get_upscalers(self) -> list:
         return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for n in IMAGE_UPSCALERS]
+                for n in upscalers.IMAGE_UPSCALERS]
 
     def get_latent_upscale_modes(self) -> list:
-        return [{"name": n} for n in processing.LATENT_UPSCALE_MODES]
+        return [{"name": n} for n in upscalers.LATENT_UPSCALE_MODES]
 
     def get_sd_models(self) -> list:
         self.app.ensure_listed()
@@ -994,9 +928,9 @@ class SdApi:
 
     def extra_single_image(self, body: ExtrasSingleImageRequest) -> dict:
         for field in ("upscaler_1", "upscaler_2"):
-            if getattr(body, field) not in IMAGE_UPSCALERS:
-                raise ApiError(422, f"unknown upscaler {getattr(body, field)!r}. Valid: {', '.join(IMAGE_UPSCALERS)}",
-                               field)
+            if getattr(body, field) not in upscalers.IMAGE_UPSCALERS:
+                raise ApiError(422, f"unknown upscaler {getattr(body, field)!r}. "
+                                    f"Valid: {', '.join(upscalers.IMAGE_UPSCALERS)}", field)
         im = decode_image(body.image, "image")
         geninfo, _ = images.read_info_from_image(im)
         if body.resize_mode == 0:
@@ -1014,10 +948,10 @@ class SdApi:
         base = im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") else "RGB")
         out = base
         if body.upscaler_1 != "None":
-            out = _upscale(base, body.upscaler_1, w, h)
+            out = upscalers.upscale_image(base, body.upscaler_1, w, h)
             text += f", Postprocess upscaler: {body.upscaler_1}"
             if body.upscaler_2 != "None" and body.extras_upscaler_2_visibility > 0:
-                second = _upscale(base, body.upscaler_2, w, h)
+                second = upscalers.upscale_image(base, body.upscaler_2, w, h)
                 out = Image.blend(out, second, float(body.extras_upscaler_2_visibility))
                 text += (f", Postprocess upscaler 2: {body.upscaler_2}, "
                          f"Postprocess upscaler 2 visibility: {body.extras_upscaler_2_visibility:g}")

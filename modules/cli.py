@@ -11,27 +11,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from modules import fields
+
+
+# request field -> what the CLI does with its flag's value: a path to an image, not the field itself
+IMAGE_FLAGS = ("init_images", "mask")
+
+
+def _dest(f: fields.Field) -> str:
+    """The attribute argparse keeps field `f`'s flag under (`--batch-count` -> batch_count)."""
+    names = f.cli.names
+    return next((n for n in names if n.startswith("--")), names[0]).lstrip("-").replace("-", "_")
+
+
+def _add_flag(p: argparse.ArgumentParser, f: fields.Field) -> None:
+    """Add field `f`'s flag: type, default and help from the table."""
+    flag = f.cli
+    kw: dict = {"default": f.cli_default, "help": flag.help or f.description}
+    if f.base_type is bool:
+        kw["action"] = "store_true"
+    elif f.base_type in (int, float):
+        kw["type"] = f.base_type
+    if not flag.names[0].startswith("-"):
+        kw["nargs"] = "?"
+    p.add_argument(*flag.names, **kw)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m modules.cli", description=__doc__.splitlines()[0])
-    p.add_argument("prompt", nargs="?", default="")
-    p.add_argument("-n", "--negative-prompt", default="")
-    p.add_argument("--sampler", default="DPM++ 2M", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras'")
-    p.add_argument("--schedule-type", default="Automatic")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--width", type=int, default=0, help="0 = the model's native resolution")
-    p.add_argument("--height", type=int, default=0)
-    p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--batch-count", type=int, default=1)
-    p.add_argument("--clip-skip", type=int, default=None)
-    p.add_argument("--init-image", default=None, help="img2img: the input image")
-    p.add_argument("--mask", default=None, help="inpainting: white = repaint")
-    p.add_argument("--denoising-strength", type=float, default=0.75)
-    p.add_argument("--hires", action="store_true", help="enable hires. fix")
-    p.add_argument("--hr-scale", type=float, default=2.0)
-    p.add_argument("--hr-upscaler", default="Latent")
+    for f in fields.cli_fields():
+        _add_flag(p, f)
     p.add_argument("--model", default=None, help="checkpoint title, name or hash")
     p.add_argument("--outdir", default=None, help="also copy the images here")
     p.add_argument("--data-dir", default=None)
@@ -39,10 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_request(a: argparse.Namespace, native: int):
+    """The request the parsed flags describe (width/height 0: the model's native resolution)."""
     from PIL import Image
 
-    from modules import cmd_args, processing
+    from modules.engine.request import GenerationRequest
+
+    values = {f.name: getattr(a, _dest(f)) for f in fields.cli_fields() if f.name not in IMAGE_FLAGS}
+    values["width"] = values["width"] or native
+    values["height"] = values["height"] or native
+    req = GenerationRequest(**values)
+    init, mask = (getattr(a, _dest(fields.FIELDS[name])) for name in IMAGE_FLAGS)
+    if init:
+        req.mode = "img2img"
+        req.init_images = [Image.open(init).convert("RGB")]
+        if mask:
+            req.mask = Image.open(mask).convert("L")
+    return req
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modules import cmd_args
     from modules.app import App
 
     a = build_parser().parse_args(argv)
@@ -55,20 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if title is None:
         print("no checkpoint found in", ", ".join(map(str, app.paths.ckpt_dirs)), file=sys.stderr)
         return 2
-    native = app.native_resolution(title)
-    req = processing.GenerationRequest(
-        prompt=a.prompt, negative_prompt=a.negative_prompt, sampler_name=a.sampler, scheduler=a.schedule_type,
-        steps=a.steps, cfg_scale=a.cfg_scale, width=a.width or native, height=a.height or native, seed=a.seed,
-        batch_size=a.batch_size, n_iter=a.batch_count, clip_skip=a.clip_skip, enable_hr=a.hires, hr_scale=a.hr_scale,
-        hr_upscaler=a.hr_upscaler, denoising_strength=a.denoising_strength)
-    if a.init_image:
-        req.mode = "img2img"
-        req.init_images = [Image.open(a.init_image).convert("RGB")]
-        if a.mask:
-            req.mask = Image.open(a.mask).convert("L")
+    req = build_request(a, app.native_resolution(title))
     try:
         job = app.submit(req, checkpoint=title, source="cli")
-    except (processing.RequestError, ValueError) as e:
+    except ValueError as e:   # a RequestError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     job.done_event.wait()

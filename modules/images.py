@@ -30,6 +30,8 @@ from typing import Any
 
 from PIL import Image, ImageColor, PngImagePlugin
 
+from modules import fields
+
 __all__ = [
     "FilenameGenerator",
     "sanitize_filename_part",
@@ -69,7 +71,7 @@ IGNORED_INFO_KEYS = {
     "timestamp", "duration", "progressive", "progression", "icc_profile", "chromaticity", "photoshop",
 }
 
-RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
+RESIZE_MODES = list(fields.RESIZE_MODES)   # img2img's resize modes by index (the table's choice list)
 
 
 class _Skip:

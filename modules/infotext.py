@@ -29,6 +29,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from modules import fields
+
 __all__ = [
     "quote",
     "unquote",
@@ -45,10 +47,10 @@ __all__ = [
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 
-# Infotext keys that stand for settings rather than request fields (A1111's infotext-to-setting mapping):
-# pasting an infotext (UI, or the API's `infotext` field) turns them into override_settings.
-SETTING_KEYS = {"Clip skip": "CLIP_stop_at_last_layers", "ENSD": "eta_noise_seed_delta", "RNG": "randn_source",
-                "Emphasis": "emphasis", "Eta DDIM": "eta_ddim", "Eta": "eta_ancestral"}
+# Infotext keys that stand for settings rather than request fields (A1111's infotext-to-setting mapping;
+# the table's setting rows): pasting an infotext (UI, or the API's `infotext` field) turns them into
+# override_settings.
+SETTING_KEYS = fields.setting_keys()
 
 
 def settings_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,10 +319,8 @@ _DEFAULTS: tuple[tuple[str, Any], ...] = (
     ("Hires checkpoint", "Use same checkpoint"),
     ("Hires prompt", ""),
     ("Hires negative prompt", ""),
-    ("Mask mode", "Inpaint masked"),
-    ("Masked content", "original"),
-    ("Inpaint area", "Whole picture"),
-    ("Masked area padding", 32),
+    # the inpainting fields' defaults, as the text writes them ("Masked content": "original", ...)
+    *fields.infotext_defaults("Mask mode", "Masked content", "Inpaint area", "Masked area padding"),
 )
 
 _LATE_DEFAULTS: tuple[tuple[str, Any], ...] = (

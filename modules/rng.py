@@ -21,9 +21,8 @@ import random
 
 import torch
 
+from modules.fields import SEED_MAX as MAX_SEED  # seeds are 32-bit, as in A1111
 from modules.sampling.philox import PhiloxGenerator
-
-MAX_SEED = 2**32 - 1
 
 
 def fix_seed(seed) -> int:

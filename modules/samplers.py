@@ -47,6 +47,13 @@ class SamplerUnavailableError(ValueError):
     """The sampler/schedule exists in the table but needs a package that is not installed."""
 
 
+class ScheduleTooLongError(ValueError):
+    """An exact-steps pass at a tiny denoising strength would stretch its schedule past MAX_SCHEDULE."""
+
+
+MAX_SCHEDULE = 100_000   # the longest schedule an exact-steps pass may stretch to (steps / strength)
+
+
 # --------------------------------------------------------------------------------------
 # schedule types
 # --------------------------------------------------------------------------------------
@@ -303,6 +310,9 @@ def img2img_steps(steps: int, strength: float, exact: bool) -> tuple[int, int]:
     `steps`-step schedule; `exact` (the img2img_fix_steps setting, and every hires pass) stretches
     the schedule so exactly `steps` steps run."""
     if exact:
+        if strength > 0 and steps > MAX_SCHEDULE * min(strength, 0.999):
+            raise ScheduleTooLongError(f"{strength!r} is too small: {steps} steps at this strength would stretch "
+                                       f"the schedule over more than {MAX_SCHEDULE} steps")
         total = int(steps / min(strength, 0.999)) if strength > 0 else 0
         return total, steps - 1
     return steps, int(min(strength, 0.999) * steps)

@@ -52,5 +52,5 @@ class StyleDatabase:
         os.replace(tmp, self.path)
 
     def apply(self, prompt: str, negative: str, names: list[str]) -> tuple[str, str]:
-        from modules.processing import apply_styles
+        from modules.engine.prompts import apply_styles
         return apply_styles(prompt, negative, names, self.styles)

@@ -13,8 +13,8 @@ import time
 import pytest
 from PIL import Image
 
-from modules import cmd_args, images, processing, samplers
-from modules.processing import GenerationRequest
+from modules import cmd_args, engine, images, samplers, upscalers
+from modules.engine import GenerationRequest
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -108,7 +108,7 @@ def test_txt2img_shape_seeds_and_infotext(env):
     first = info["infotexts"][1]
     assert first == ("a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, "
                      f"CFG scale: 7, Seed: 1234, Size: 64x64, Model hash: {titles[0][-11:-1]}, Model: tiny, "
-                     f"RNG: CPU, Version: {processing.VERSION}")
+                     f"RNG: CPU, Version: {engine.VERSION}")
     assert info["infotexts"][0] == first and "Seed: 1235" in info["infotexts"][2]
     assert pics[0].info["parameters"] == first  # the PNG carries its infotext, as A1111's API images do
     assert grid.info["parameters"] == first
@@ -487,7 +487,7 @@ def test_lists(env):
     assert get("schedulers") == samplers.api_schedulers()
     assert [u["name"] for u in get("upscalers")] == ["None", "Lanczos", "Nearest"]
     assert set(get("upscalers")[0]) == {"name", "model_name", "model_path", "model_url", "scale"}
-    assert [m["name"] for m in get("latent-upscale-modes")] == list(processing.LATENT_UPSCALE_MODES)
+    assert [m["name"] for m in get("latent-upscale-modes")] == list(upscalers.LATENT_UPSCALE_MODES)
     models = get("sd-models")
     assert [m["title"] for m in models] == titles
     assert models[0] == {"title": titles[0], "model_name": "tiny", "hash": titles[0][-11:-1],

@@ -449,3 +449,14 @@ def test_save_txt_writes_the_parameters_beside_each_file(tmp_path):
     assert not Path(job.result.saved_files[0]).with_suffix(".txt").exists()
     assert not list((tmp_path / "outputs").rglob(".tmp-*"))
     app.queue.stop()
+
+
+def test_a_tiny_strength_with_exact_steps_is_refused_not_stretched(models):
+    """Exact-steps passes run steps / strength of a schedule: at 1e-300 that is no schedule to build."""
+    with pytest.raises(RequestError, match="denoising_strength: 1e-300 is too small"):
+        engine.validate(GenerationRequest(enable_hr=True, denoising_strength=1e-300))
+    engine.validate(GenerationRequest(enable_hr=True, denoising_strength=0.0002, steps=20))  # 100,000: allowed
+    init = Image.new("RGB", (64, 64), (20, 200, 30))
+    with pytest.raises(RequestError, match="denoising_strength: 1e-300 is too small"):
+        generate_with(models["sd1"], {"img2img_fix_steps": True}, mode="img2img", init_images=[init],
+                      denoising_strength=1e-300)

@@ -14,7 +14,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 
 from modules import cmd_args, images, infotext, options  # noqa: E402
-from modules.processing import GenerationRequest  # noqa: E402
+from modules.engine import GenerationRequest  # noqa: E402
 
 SMALL = dict(width=64, height=64, steps=3, seed=5, cfg_scale=7.0)
 

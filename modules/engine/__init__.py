@@ -21,8 +21,8 @@ Nothing here reads a global: a job gets its model, a snapshot of the settings, a
 progress / interrupt / skip, and the app's hook points (:mod:`modules.hooks`).
 """
 from modules.engine.control import Interrupted, JobControl  # noqa: F401
-from modules.engine.request import (INPAINTING_FILL, RESIZE_MODES, GenerationRequest, RequestError,  # noqa: F401
-                                    hires_target, resolve_sampler_lenient, validate)
+from modules.engine.request import (GenerationRequest, RequestError, hires_target,  # noqa: F401
+                                    resolve_sampler_lenient, validate)
 from modules.engine.result import VERSION, GenerationResult, NansError  # noqa: F401
 from modules.engine.context import Batch, JobContext, JobPrompts  # noqa: F401,E402
 from modules.engine.job import generate, run  # noqa: F401,E402

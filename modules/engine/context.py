@@ -130,6 +130,8 @@ class JobContext:
                                       eta=self.eta_for(sampler))
         except samplers.SamplerUnavailableError as e:
             raise RequestError("sampler_name", str(e)) from None
+        except samplers.ScheduleTooLongError as e:
+            raise RequestError("denoising_strength", str(e)) from None
 
     def eta_for(self, sampler: samplers.SamplerInfo) -> float | None:
         """The request's eta, else A1111's setting for the sampler's kind (eta_ddim, eta_ancestral)."""

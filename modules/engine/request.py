@@ -6,16 +6,14 @@ one (a :class:`RequestError` naming the field) before it takes a place in the qu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
-from modules import rng, samplers
-from modules.upscalers import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
+from modules import fields, samplers, upscalers
 
-RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
-INPAINTING_FILL = ("fill", "original", "latent noise", "latent nothing")
+_default = fields.dataclass_default   # each default is the table's (modules/fields.py)
 
 
 class RequestError(ValueError):
@@ -29,119 +27,115 @@ class RequestError(ValueError):
 @dataclass
 class GenerationRequest:
     """Everything one job needs. UI, API and command line all build this."""
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: list[str] = field(default_factory=list)
-    sampler_name: str = "DPM++ 2M"
-    scheduler: str = "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = 0
-    seed_resize_from_w: int = 0
-    n_iter: int = 1
-    batch_size: int = 1
-    clip_skip: int | None = None       # None: the setting
-    tiling: bool = False
-    eta: float | None = None
+    prompt: str = _default("prompt")
+    negative_prompt: str = _default("negative_prompt")
+    styles: list[str] = _default("styles")
+    sampler_name: str = _default("sampler_name")
+    scheduler: str = _default("scheduler")
+    steps: int = _default("steps")
+    cfg_scale: float = _default("cfg_scale")
+    width: int = _default("width")
+    height: int = _default("height")
+    seed: int = _default("seed")
+    subseed: int = _default("subseed")
+    subseed_strength: float = _default("subseed_strength")
+    seed_resize_from_h: int = _default("seed_resize_from_h")
+    seed_resize_from_w: int = _default("seed_resize_from_w")
+    n_iter: int = _default("n_iter")
+    batch_size: int = _default("batch_size")
+    clip_skip: int | None = _default("clip_skip")              # None: the setting
+    tiling: bool = _default("tiling")
+    eta: float | None = _default("eta")                        # None: the setting for the sampler's kind
     # hires fix
-    enable_hr: bool = False
-    hr_scale: float = 2.0
-    hr_upscaler: str = "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
+    enable_hr: bool = _default("enable_hr")
+    hr_scale: float = _default("hr_scale")
+    hr_upscaler: str = _default("hr_upscaler")
+    hr_second_pass_steps: int = _default("hr_second_pass_steps")
+    hr_resize_x: int = _default("hr_resize_x")
+    hr_resize_y: int = _default("hr_resize_y")
+    hr_prompt: str = _default("hr_prompt")
+    hr_negative_prompt: str = _default("hr_negative_prompt")
     # img2img / inpaint
-    init_images: list[Any] = field(default_factory=list)   # PIL images
-    mask: Any = None                                        # PIL image (white = repaint)
-    denoising_strength: float = 0.75
-    resize_mode: int = 0
-    mask_blur: int = 4
-    inpainting_fill: int = 1
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 32
-    inpainting_mask_invert: bool = False
-    initial_noise_multiplier: float | None = None
+    init_images: list[Any] = _default("init_images")           # PIL images
+    mask: Any = _default("mask")                                # PIL image (white = repaint)
+    denoising_strength: float = _default("denoising_strength")
+    resize_mode: int = _default("resize_mode")                 # index into fields.RESIZE_MODES
+    mask_blur: int = _default("mask_blur")
+    inpainting_fill: int = _default("inpainting_fill")         # index into fields.INPAINTING_FILL
+    inpaint_full_res: bool = _default("inpaint_full_res")
+    inpaint_full_res_padding: int = _default("inpaint_full_res_padding")
+    inpainting_mask_invert: bool = _default("inpainting_mask_invert")
+    initial_noise_multiplier: float | None = _default("initial_noise_multiplier")  # None: the setting
     # job-level
-    override_settings: dict = field(default_factory=dict)
-    save_images: bool = True
-    do_not_save_grid: bool = False
-    mode: str = "txt2img"   # "txt2img" | "img2img"
+    override_settings: dict[str, Any] = _default("override_settings")
+    save_images: bool = _default("save_images")
+    do_not_save_grid: bool = _default("do_not_save_grid")
+    mode: str = "txt2img"   # "txt2img" | "img2img": the tab or endpoint, not a field of the table
 
     @property
     def is_img2img(self) -> bool:
         return self.mode == "img2img"
 
 
-def validate(req: GenerationRequest) -> None:
-    def num(name, value, lo=None, hi=None, integer=False):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(name, f"must be a number, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RequestError(name, f"must be a finite number, got {value!r}")
-        if integer and int(value) != value:
-            raise RequestError(name, f"must be a whole number, got {value!r}")
-        if lo is not None and value < lo:
-            raise RequestError(name, f"must be at least {lo}, got {value!r}")
-        if hi is not None and value > hi:
-            raise RequestError(name, f"must be at most {hi}, got {value!r}")
+def check_number(f: fields.Field, value: Any) -> None:
+    """RequestError naming `f` unless `value` is a number within the table's bounds for it."""
+    name = f.name
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(name, f"must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(name, f"must be a finite number, got {value!r}")
+    if f.whole and int(value) != value:
+        raise RequestError(name, f"must be a whole number, got {value!r}")
+    if f.minimum is not None and value < f.minimum:
+        raise RequestError(name, f"must be at least {f.minimum}, got {value!r}")
+    if f.maximum is not None and value > f.maximum:
+        raise RequestError(name, f"must be at most {f.maximum}, got {value!r}")
+    if f.multiple_of and int(value) % f.multiple_of:
+        raise RequestError(name, f"must be a multiple of {f.multiple_of}, got {value}")
 
-    for name in ("width", "height"):
-        v = getattr(req, name)
-        num(name, v, 64, 2048, integer=True)
-        if int(v) % 8:
-            raise RequestError(name, f"must be a multiple of 8, got {v}")
-    num("steps", req.steps, 1, 500, integer=True)
-    num("cfg_scale", req.cfg_scale, 0, 100)
-    num("batch_size", req.batch_size, 1, 64, integer=True)
-    num("n_iter", req.n_iter, 1, 1000, integer=True)
-    num("subseed_strength", req.subseed_strength, 0, 1)
-    num("seed", req.seed, -1, rng.MAX_SEED, integer=True)
-    num("subseed", req.subseed, -1, rng.MAX_SEED, integer=True)
+
+def validate(req: GenerationRequest) -> None:
+    """RequestError naming the first field at fault: the table's bounds, then the checks of their own."""
+    for f in fields.request_fields():
+        value = getattr(req, f.name)
+        if f.bounded and f.applies(req.mode, req.enable_hr) and not (value is None and f.default is None):
+            check_number(f, value)
     for name in ("seed_resize_from_w", "seed_resize_from_h"):
         v = getattr(req, name)
-        num(name, v, -1, 2048, integer=True)
         if 0 < v < 64:
             raise RequestError(name, f"must be 0 (off) or between 64 and 2048, got {v}")
-    if req.clip_skip is not None:
-        num("clip_skip", req.clip_skip, 1, 12, integer=True)
-    if not isinstance(req.prompt, str):
-        raise RequestError("prompt", "must be text")
-    if not isinstance(req.negative_prompt, str):
-        raise RequestError("negative_prompt", "must be text")
+    for name in ("prompt", "negative_prompt"):
+        if not isinstance(getattr(req, name), str):
+            raise RequestError(name, "must be text")
     resolve_sampler_lenient(req)
-    if req.enable_hr or req.is_img2img:
-        num("denoising_strength", req.denoising_strength, 0, 1)
     if req.enable_hr:
-        num("hr_scale", req.hr_scale, 1, 8)
-        num("hr_second_pass_steps", req.hr_second_pass_steps, 0, 500, integer=True)
-        num("hr_resize_x", req.hr_resize_x, 0, 4096, integer=True)
-        num("hr_resize_y", req.hr_resize_y, 0, 4096, integer=True)
-        if req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in IMAGE_UPSCALERS:
-            valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
-            raise RequestError("hr_upscaler", f"unknown upscaler {req.hr_upscaler!r}. Valid: {valid}")
+        _validate_hires(req)
     if req.is_img2img:
-        if not req.init_images:
-            raise RequestError("init_images", "img2img needs an init image")
-        for im in req.init_images:
-            if not isinstance(im, Image.Image):
-                raise RequestError("init_images", "is not an image")
-        num("resize_mode", req.resize_mode, 0, 3, integer=True)
-        num("mask_blur", req.mask_blur, 0, 256, integer=True)
-        num("inpainting_fill", req.inpainting_fill, 0, 3, integer=True)
-        num("inpaint_full_res_padding", req.inpaint_full_res_padding, 0, 1024, integer=True)
-        if req.mask is not None:
-            if not isinstance(req.mask, Image.Image):
-                raise RequestError("mask", "is not an image")
-            if req.mask.size != req.init_images[0].size:
-                raise RequestError("mask", f"size {req.mask.size[0]}x{req.mask.size[1]} differs from the init image's "
-                                           f"{req.init_images[0].size[0]}x{req.init_images[0].size[1]}")
+        _validate_images(req)
+
+
+def _validate_hires(req: GenerationRequest) -> None:
+    if req.hr_upscaler not in upscalers.names():
+        valid = ", ".join(upscalers.names())
+        raise RequestError("hr_upscaler", f"unknown upscaler {req.hr_upscaler!r}. Valid: {valid}")
+    try:  # a hires pass always runs exactly its steps: a tiny strength stretches the schedule
+        samplers.img2img_steps(req.hr_second_pass_steps or req.steps, req.denoising_strength, exact=True)
+    except samplers.ScheduleTooLongError as e:
+        raise RequestError("denoising_strength", str(e)) from None
+
+
+def _validate_images(req: GenerationRequest) -> None:
+    if not req.init_images:
+        raise RequestError("init_images", "img2img needs an init image")
+    for im in req.init_images:
+        if not isinstance(im, Image.Image):
+            raise RequestError("init_images", "is not an image")
+    if req.mask is not None:
+        if not isinstance(req.mask, Image.Image):
+            raise RequestError("mask", "is not an image")
+        if req.mask.size != req.init_images[0].size:
+            raise RequestError("mask", f"size {req.mask.size[0]}x{req.mask.size[1]} differs from the init image's "
+                                       f"{req.init_images[0].size[0]}x{req.init_images[0].size[1]}")
 
 
 def resolve_sampler_lenient(req: GenerationRequest):

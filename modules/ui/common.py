@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 from PIL import Image
 
-from modules import infotext, processing, samplers
-from modules.processing import GenerationRequest, RequestError
+from modules import fields, infotext, samplers, upscalers
+from modules.engine.request import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -171,27 +171,57 @@ def parse_overrides(app, items) -> dict:
     return out
 
 
+def ui_default(app, name: str, mode: str) -> Any:
+    """What the control of field `name` starts with on `mode`'s tab (and falls back to when empty): the
+    setting that supplies it (the sampler: default_sampler), else the table's UI value or default."""
+    f = fields.FIELDS[name]
+    if f.setting and f.ui is not None:
+        return app.opts.get(f.setting) or f.default
+    return f.ui_default(mode)
+
+
+def _choice(value, f: fields.Field, default):
+    """A radio's value as the field's value (gradio gives the index; a label is accepted too)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value in f.choices:
+        return f.value_of(value)
+    index = _as_int(value, default)
+    return bool(index) if f.base_type is bool and isinstance(index, int) else index
+
+
+def form_value(app, v: dict, name: str, mode: str) -> Any:
+    """The request value of field `name` from a tab's values `v`, by the field's type; empty: the UI default."""
+    f = fields.FIELDS[name]
+    default = ui_default(app, name, mode)
+    raw = v.get(name)
+    if f.choices is not None:
+        return _choice(raw, f, default)
+    if f.base_type is int:
+        return _as_int(raw, default)
+    if f.base_type is float:
+        return _as_float(raw, default)
+    if isinstance(default, list):
+        return list(raw or default)
+    return raw or default
+
+
+COMMON_FIELDS = ("prompt", "negative_prompt", "styles", "sampler_name", "scheduler", "steps", "cfg_scale", "width",
+                 "height", "seed", "n_iter", "batch_size")
+SEED_EXTRA_FIELDS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+
+
+def set_form_values(app, req: GenerationRequest, v: dict, names) -> None:
+    for name in names:
+        setattr(req, name, form_value(app, v, name, req.mode))
+
+
 def common_request(app, v: dict, mode: str) -> GenerationRequest:
-    req = GenerationRequest(
-        prompt=v.get("prompt") or "",
-        negative_prompt=v.get("negative_prompt") or "",
-        styles=list(v.get("styles") or []),
-        sampler_name=v.get("sampler_name") or "Euler a",
-        scheduler=v.get("scheduler") or "Automatic",
-        steps=_as_int(v.get("steps"), 20),
-        cfg_scale=_as_float(v.get("cfg_scale"), 7.0),
-        width=_as_int(v.get("width"), 512),
-        height=_as_int(v.get("height"), 512),
-        seed=_as_int(v.get("seed"), -1),
-        n_iter=_as_int(v.get("n_iter"), 1),
-        batch_size=_as_int(v.get("batch_size"), 1),
-        mode=mode,
-    )
+    """The request fields both tabs have (the variation seed's only with "Extra" checked)."""
+    req = GenerationRequest(mode=mode)
+    set_form_values(app, req, v, COMMON_FIELDS)
     if v.get("seed_extra"):
-        req.subseed = _as_int(v.get("subseed"), -1)
-        req.subseed_strength = _as_float(v.get("subseed_strength"), 0.0)
-        req.seed_resize_from_w = _as_int(v.get("seed_resize_from_w"), 0)
-        req.seed_resize_from_h = _as_int(v.get("seed_resize_from_h"), 0)
+        set_form_values(app, req, v, SEED_EXTRA_FIELDS)
     req.override_settings = parse_overrides(app, v.get("override_settings"))
     return req
 
@@ -359,14 +389,15 @@ class GenTab:
             with gr.Column(scale=6, elem_classes=["sdw-prompts"]):
                 with gr.Group(elem_classes=["sdw-prompt-wrap"]):
                     self.add("prompt", gr.Textbox(
-                        label="Prompt", elem_id=self._id("prompt"), lines=3, max_lines=20, show_label=False,
+                        label=fields.label("prompt"), elem_id=self._id("prompt"), lines=3, max_lines=20,
+                        show_label=False,
                         placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"),
                         field=True)
                     self.add("prompt_counter", gr.HTML(token_counter_html(app, ""), elem_id=self._id("token_counter"),
                                                        elem_classes=["sdw-counter"], js_on_load=None))
                 with gr.Group(elem_classes=["sdw-prompt-wrap"]):
                     self.add("negative_prompt", gr.Textbox(
-                        label="Negative prompt", elem_id=self._id("neg_prompt"), lines=2, max_lines=20,
+                        label=fields.label("negative_prompt"), elem_id=self._id("neg_prompt"), lines=2, max_lines=20,
                         show_label=False,
                         placeholder="Negative prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"),
                         field=True)
@@ -381,8 +412,8 @@ class GenTab:
                 self.add("generate", gr.Button("Generate", elem_id=self._id("generate"), variant="primary"))
                 with gr.Row(elem_classes=["sdw-styles-row"]):
                     self.add("styles", gr.Dropdown(
-                        label="Styles", choices=app.styles.names(), value=[], multiselect=True, elem_id=self._id("styles"), scale=4, min_width=120,
-                        elem_classes=["no-translate"]), field=True)
+                        label=fields.label("styles"), choices=app.styles.names(), value=[], multiselect=True,
+                        elem_id=self._id("styles"), scale=4, min_width=120, elem_classes=["no-translate"]), field=True)
                     self.add("apply_styles", tool_button(APPLY_STYLE, self._id("style_apply")))
                 with gr.Row(elem_classes=["sdw-styles-row"]):
                     self.add("style_name", gr.Textbox(label="Style name", placeholder="Style name", show_label=False,
@@ -390,67 +421,74 @@ class GenTab:
                                                       min_width=120, max_lines=1))
                     self.add("save_style", tool_button(SAVE_STYLE, self._id("style_create")))
                 self.add("override_settings", gr.Dropdown(
-                    label="Override settings", choices=[], value=[], multiselect=True, allow_custom_value=True,
+                    label=fields.label("override_settings"), choices=[], value=[], multiselect=True,
+                    allow_custom_value=True,
                     elem_id=self._id("override_settings"), visible=False), field=True)
 
     # -- sampler / size / batch / cfg / seed -----------------------------------------
+    def slider(self, name: str, elem_id: str, **kw) -> gr.Slider:
+        """The table's slider for field `name` (label, range, step, this tab's start value), a request field."""
+        f = fields.FIELDS[name]
+        kw.setdefault("value", f.ui_default(self.name))
+        return self.add(name, gr.Slider(f.ui.minimum, f.ui.maximum, step=f.ui.step, label=f.ui.label,
+                                        elem_id=elem_id, **kw), field=True)
+
+    def radio(self, name: str, elem_id: str) -> gr.Radio:
+        """The table's radio buttons for choice field `name` (the value is the index)."""
+        f = fields.FIELDS[name]
+        return self.add(name, gr.Radio(label=f.ui.label, choices=list(f.choices), value=f.label_of(f.default),
+                                       type="index", elem_id=elem_id), field=True)
+
+    def number(self, name: str, elem_id: str, **kw) -> gr.Number:
+        """A whole-number box for field `name` (the seeds)."""
+        return self.add(name, gr.Number(label=fields.label(name), value=fields.FIELDS[name].default, precision=0,
+                                        elem_id=elem_id, **kw), field=True)
+
     def build_sampler(self) -> None:
-        opts = self.app.opts
         names = samplers.sampler_names()
-        default = opts.get("default_sampler")
+        default = ui_default(self.app, "sampler_name", self.name)
         default = default if default in names else (names[0] if names else None)
         sched = samplers.schedule_type_labels()
-        default_sched = opts.get("default_scheduler")
-        default_sched = default_sched if default_sched in sched else "Automatic"
+        default_sched = ui_default(self.app, "scheduler", self.name)
+        default_sched = default_sched if default_sched in sched else fields.FIELDS["scheduler"].default
         with gr.Row(elem_id=self._id("sampler_row")):
-            self.add("sampler_name", gr.Dropdown(label="Sampling method", choices=names, value=default,
+            self.add("sampler_name", gr.Dropdown(label=fields.label("sampler_name"), choices=names, value=default,
                                                  elem_id=self._id("sampling")), field=True)
-            self.add("scheduler", gr.Dropdown(label="Schedule type", choices=sched, value=default_sched,
+            self.add("scheduler", gr.Dropdown(label=fields.label("scheduler"), choices=sched, value=default_sched,
                                               elem_id=self._id("scheduler")), field=True)
-            self.add("steps", gr.Slider(1, 150, value=20, step=1, label="Sampling steps",
-                                        elem_id=self._id("steps")), field=True)
+            self.slider("steps", self._id("steps"))
 
     def build_size(self, native: int) -> None:
         with gr.Column(elem_id=self._id("dimensions_col"), scale=4):
-            self.add("width", gr.Slider(64, 2048, value=native, step=8, label="Width", elem_id=self._id("width")),
-                     field=True)
-            self.add("height", gr.Slider(64, 2048, value=native, step=8, label="Height",
-                                         elem_id=self._id("height")), field=True)
+            self.slider("width", self._id("width"), value=native)
+            self.slider("height", self._id("height"), value=native)
         with gr.Column(elem_id=self._id("dimensions_row"), scale=0, min_width=48, elem_classes=["sdw-tool-col"]):
             self.add("swap_size", tool_button(SWAP, self._id("res_switch_btn")))
 
     def build_batch(self) -> None:
         with gr.Column(elem_id=self._id("column_batch"), scale=2, min_width=160):
-            self.add("n_iter", gr.Slider(1, 100, value=1, step=1, label="Batch count",
-                                         elem_id=self._id("batch_count")), field=True)
-            self.add("batch_size", gr.Slider(1, 8, value=1, step=1, label="Batch size",
-                                             elem_id=self._id("batch_size")), field=True)
+            self.slider("n_iter", self._id("batch_count"))
+            self.slider("batch_size", self._id("batch_size"))
 
     def build_cfg(self) -> None:
-        self.add("cfg_scale", gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale",
-                                        elem_id=self._id("cfg_scale")), field=True)
+        self.slider("cfg_scale", self._id("cfg_scale"))
 
     def build_seed(self) -> None:
         with gr.Row(elem_id=self._id("seed_row")):
-            self.add("seed", gr.Number(label="Seed", value=-1, precision=0, elem_id=self._id("seed"), scale=4,
-                                       min_width=100), field=True)
+            self.number("seed", self._id("seed"), scale=4, min_width=100)
             self.add("random_seed", tool_button(RANDOM, self._id("random_seed")))
             self.add("reuse_seed", tool_button(REUSE, self._id("reuse_seed")))
             self.add("seed_extra", gr.Checkbox(label="Extra", value=False, elem_id=self._id("subseed_show"),
                                                scale=0, min_width=80), field=True)
         with gr.Group(visible=False, elem_id=self._id("seed_extras")) as extras:
             with gr.Row():
-                self.add("subseed", gr.Number(label="Variation seed", value=-1, precision=0,
-                                              elem_id=self._id("subseed"), scale=4, min_width=100), field=True)
+                self.number("subseed", self._id("subseed"), scale=4, min_width=100)
                 self.add("random_subseed", tool_button(RANDOM, self._id("random_subseed")))
                 self.add("reuse_subseed", tool_button(REUSE, self._id("reuse_subseed")))
-                self.add("subseed_strength", gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
-                                                       elem_id=self._id("subseed_strength"), scale=4), field=True)
+                self.slider("subseed_strength", self._id("subseed_strength"), scale=4)
             with gr.Row():
-                self.add("seed_resize_from_w", gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
-                                                         elem_id=self._id("seed_resize_from_w")), field=True)
-                self.add("seed_resize_from_h", gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
-                                                         elem_id=self._id("seed_resize_from_h")), field=True)
+                self.slider("seed_resize_from_w", self._id("seed_resize_from_w"))
+                self.slider("seed_resize_from_h", self._id("seed_resize_from_h"))
         self.c["seed_extras"] = extras
 
     # -- results -----------------------------------------------------------------------
@@ -723,61 +761,42 @@ def _num(value, cast):
         return None
 
 
+def _control_value(name: str, value: Any) -> Any:
+    """A pasted field value as its control shows it (None: the control has no such choice)."""
+    f = fields.FIELDS[name]
+    if f.choices is not None:
+        return f.label_of(value)
+    if name == "sampler_name":
+        found = samplers.find_sampler(value)
+        return found.name if found is not None else None
+    if name == "scheduler":
+        found = samplers.find_schedule_type(value)
+        return found.label if found is not None else None
+    if name == "hr_upscaler":
+        return value if value in upscalers.names() else None
+    return value
+
+
 def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dict:
-    """Field name -> new value for every field of `tab` that the parsed infotext names."""
+    """Field name -> new value for every field of `tab` that the parsed infotext names (the table's paste,
+    then each control's own form of the value), and the settings it names as "Override settings"."""
+    values = fields.from_infotext(params)
+    if not send_seed:
+        for name in ("seed", *SEED_EXTRA_FIELDS):
+            values.pop(name, None)
     out: dict[str, Any] = {}
-    present = set(params)
-
-    def put(field, key, cast=str):
-        if field in tab.c and key in params:
-            v = params[key] if cast is str else _num(params[key], cast)
-            if v is not None:
-                out[field] = v
-
-    put("prompt", "Prompt")
-    put("negative_prompt", "Negative prompt")
-    put("steps", "Steps", int)
-    put("cfg_scale", "CFG scale", float)
-    if send_seed:
-        put("seed", "Seed", int)
-    put("width", "Size-1", int)
-    put("height", "Size-2", int)
-    put("batch_size", "Batch size", int)
-    put("denoising_strength", "Denoising strength", float)
-    sampler = params.get("Sampler")
-    if sampler and samplers.find_sampler(str(sampler)) is not None:
-        out["sampler_name"] = samplers.find_sampler(str(sampler)).name
-    sched = samplers.find_schedule_type(params.get("Schedule type"))
-    if sched is not None and "Schedule type" in present:
-        out["scheduler"] = sched.label
-    if send_seed and ({"Variation seed", "Variation seed strength", "Seed resize from-1"} & present):
-        put("subseed", "Variation seed", int)
-        put("subseed_strength", "Variation seed strength", float)
-        put("seed_resize_from_w", "Seed resize from-1", int)
-        put("seed_resize_from_h", "Seed resize from-2", int)
+    for name, value in values.items():
+        shown = _control_value(name, value) if name in tab.c else None
+        if shown is not None:
+            out[name] = shown
+    if any(name in out for name in SEED_EXTRA_FIELDS):
         out["seed_extra"] = True
-    if "enable_hr" in tab.c:
-        hires = bool({"Hires upscale", "Hires upscaler", "Hires steps"} & present) or \
-            bool(_num(params.get("Hires resize-1"), int)) or bool(_num(params.get("Hires resize-2"), int))
-        out["enable_hr"] = hires
-        if hires:
-            put("hr_scale", "Hires upscale", float)
-            put("hr_second_pass_steps", "Hires steps", int)
-            up = params.get("Hires upscaler")
-            if up in processing.LATENT_UPSCALE_MODES or up in processing.IMAGE_UPSCALERS:
-                out["hr_upscaler"] = up
-            put("hr_resize_x", "Hires resize-1", int)
-            put("hr_resize_y", "Hires resize-2", int)
-    if "mask_blur" in tab.c:
-        put("mask_blur", "Mask blur", int)
-        if params.get("Mask mode") in ("Inpaint masked", "Inpaint not masked"):
-            out["inpainting_mask_invert"] = params["Mask mode"]
-        if params.get("Masked content") in processing.INPAINTING_FILL:
-            out["inpainting_fill"] = params["Masked content"]
-        if params.get("Inpaint area") in ("Whole picture", "Only masked"):
-            out["inpaint_full_res"] = params["Inpaint area"]
-        put("inpaint_full_res_padding", "Masked area padding", int)
-    # settings the infotext names that differ from the current ones -> "Override settings"
+    out["override_settings"] = pasted_overrides(app, params)
+    return out
+
+
+def pasted_overrides(app, params: dict) -> list[str]:
+    """The settings an infotext names that differ from the current ones, as "Override settings" items."""
     overrides = []
     keys = {setting: key for key, setting in infotext.SETTING_KEYS.items()}
     for setting, raw in infotext.settings_from_params(params).items():
@@ -787,8 +806,7 @@ def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dic
             continue
         if value != app.opts.get(setting):
             overrides.append(f"{keys[setting]}: {value}")
-    out["override_settings"] = overrides
-    return out
+    return overrides
 
 
 def paste_to_components(tab: GenTab, updates: dict) -> dict:

@@ -7,8 +7,7 @@ from typing import Iterator
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules import processing
-from modules.processing import GenerationRequest, RequestError
+from modules.engine.request import GenerationRequest, RequestError
 from modules.ui import common, extra_networks_ui
 from modules.ui.common import GenTab
 
@@ -20,8 +19,7 @@ MODES = {  # sub-tab id -> label (A1111's wording)
     "batch": "Batch",
 }
 INPAINT_MODES = ("inpaint", "inpaint_upload")
-MASK_MODES = ("Inpaint masked", "Inpaint not masked")
-INPAINT_AREAS = ("Whole picture", "Only masked")
+MASK_FIELDS = ("mask_blur", "inpainting_mask_invert", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -103,29 +101,15 @@ def init_and_mask(v: dict, mode: str) -> tuple[Image.Image, Image.Image | None]:
     raise RequestError("mode", f"unknown img2img mode {mode!r}")
 
 
-def _index(value, choices, default: int):
-    """A radio's value as its index (gradio gives the index; a label is accepted too)."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, str) and value in choices:
-        return list(choices).index(value)
-    return common._as_int(value, default)
-
-
 def build_request(app, v: dict, mode: str | None = None) -> GenerationRequest:
     mode = mode or v.get("mode") or "img2img"
     req = common.common_request(app, v, "img2img")
-    req.denoising_strength = common._as_float(v.get("denoising_strength"), 0.75)
-    req.resize_mode = _index(v.get("resize_mode"), processing.RESIZE_MODES, 0)
+    common.set_form_values(app, req, v, ("denoising_strength", "resize_mode"))
     image, mask = init_and_mask(v, mode)
     req.init_images = [image]
     req.mask = mask
     if mask is not None:
-        req.mask_blur = common._as_int(v.get("mask_blur"), 4)
-        req.inpainting_mask_invert = bool(_index(v.get("inpainting_mask_invert"), MASK_MODES, 0))
-        req.inpainting_fill = _index(v.get("inpainting_fill"), processing.INPAINTING_FILL, 1)
-        req.inpaint_full_res = bool(_index(v.get("inpaint_full_res"), INPAINT_AREAS, 0))
-        req.inpaint_full_res_padding = common._as_int(v.get("inpaint_full_res_padding"), 32)
+        common.set_form_values(app, req, v, MASK_FIELDS)
     return req
 
 
@@ -276,36 +260,24 @@ def build(app, native: int) -> GenTab:
                                                            elem_id="img2img_batch_output_dir", max_lines=1),
                             field=True)
             tab.add("mode", gr.State("img2img"), field=True)
-            tab.add("resize_mode", gr.Radio(label="Resize mode", choices=list(processing.RESIZE_MODES), type="index",
-                                            value=processing.RESIZE_MODES[0], elem_id="resize_mode"), field=True)
+            tab.radio("resize_mode", "resize_mode")
             with gr.Group(visible=False, elem_id="img2img_mask_options") as mask_group:
                 tab.c["mask_options"] = mask_group
                 with gr.Row():
-                    tab.add("mask_blur", gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur"),
-                            field=True)
-                    tab.add("inpainting_mask_invert", gr.Radio(label="Mask mode", choices=list(MASK_MODES),
-                                                               value=MASK_MODES[0], type="index",
-                                                               elem_id="img2img_mask_mode"), field=True)
+                    tab.slider("mask_blur", "img2img_mask_blur")
+                    tab.radio("inpainting_mask_invert", "img2img_mask_mode")
                 with gr.Row():
-                    tab.add("inpainting_fill", gr.Radio(label="Masked content", choices=list(processing.INPAINTING_FILL),
-                                                        value="original", type="index",
-                                                        elem_id="img2img_inpainting_fill"), field=True)
+                    tab.radio("inpainting_fill", "img2img_inpainting_fill")
                 with gr.Row():
-                    tab.add("inpaint_full_res", gr.Radio(label="Inpaint area", choices=list(INPAINT_AREAS),
-                                                         value=INPAINT_AREAS[0], type="index",
-                                                         elem_id="img2img_inpaint_full_res"), field=True)
-                    tab.add("inpaint_full_res_padding", gr.Slider(0, 256, value=32, step=4,
-                                                                  label="Only masked padding, pixels",
-                                                                  elem_id="img2img_inpaint_full_res_padding"),
-                            field=True)
+                    tab.radio("inpaint_full_res", "img2img_inpaint_full_res")
+                    tab.slider("inpaint_full_res_padding", "img2img_inpaint_full_res_padding")
             tab.build_sampler()
             with gr.Row(elem_id="img2img_size_row"):
                 tab.build_size(native)
                 tab.build_batch()
             with gr.Row():
                 tab.build_cfg()
-                tab.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
-                                                        elem_id="img2img_denoising_strength"), field=True)
+                tab.slider("denoising_strength", "img2img_denoising_strength")
             tab.build_seed()
         tab.build_results()
     return tab

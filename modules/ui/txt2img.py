@@ -5,12 +5,12 @@ from typing import Iterator
 
 import gradio as gr
 
-from modules import processing
-from modules.processing import GenerationRequest, RequestError
+from modules import fields, upscalers
+from modules.engine.request import GenerationRequest, RequestError
 from modules.ui import common, extra_networks_ui
 from modules.ui.common import GenTab
 
-HR_UPSCALERS = [*processing.LATENT_UPSCALE_MODES, *processing.IMAGE_UPSCALERS]
+HIRES_FIELDS = ("hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x", "hr_resize_y")
 
 
 def build_request(app, v: dict) -> GenerationRequest:
@@ -18,12 +18,7 @@ def build_request(app, v: dict) -> GenerationRequest:
     req = common.common_request(app, v, "txt2img")
     if v.get("enable_hr"):
         req.enable_hr = True
-        req.hr_upscaler = v.get("hr_upscaler") or "Latent"
-        req.hr_second_pass_steps = common._as_int(v.get("hr_second_pass_steps"), 0)
-        req.denoising_strength = common._as_float(v.get("denoising_strength"), 0.7)
-        req.hr_scale = common._as_float(v.get("hr_scale"), 2.0)
-        req.hr_resize_x = common._as_int(v.get("hr_resize_x"), 0)
-        req.hr_resize_y = common._as_int(v.get("hr_resize_y"), 0)
+        common.set_form_values(app, req, v, HIRES_FIELDS)
     return req
 
 
@@ -45,24 +40,20 @@ def build(app, native: int) -> GenTab:
     with gr.Row(elem_id="txt2img_extra_row", equal_height=False):
         with gr.Column(scale=1, min_width=380, elem_id="txt2img_settings"):
             tab.build_sampler()
-            with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as acc:
+            with gr.Accordion(fields.label("enable_hr"), open=False, elem_id="txt2img_hr") as acc:
                 tab.c["hr_accordion"] = acc
-                tab.add("enable_hr", gr.Checkbox(label="Hires. fix", value=False, elem_id="txt2img_enable_hr"),
-                        field=True)
+                tab.add("enable_hr", gr.Checkbox(label=fields.label("enable_hr"), elem_id="txt2img_enable_hr",
+                                                 value=fields.FIELDS["enable_hr"].default), field=True)
                 with gr.Row():
-                    tab.add("hr_upscaler", gr.Dropdown(label="Upscaler", choices=HR_UPSCALERS, value="Latent",
+                    tab.add("hr_upscaler", gr.Dropdown(label=fields.label("hr_upscaler"), choices=upscalers.names(),
+                                                       value=fields.FIELDS["hr_upscaler"].default,
                                                        elem_id="txt2img_hr_upscaler"), field=True)
-                    tab.add("hr_second_pass_steps", gr.Slider(0, 150, value=0, step=1, label="Hires steps",
-                                                              elem_id="txt2img_hires_steps"), field=True)
-                    tab.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
-                                                            elem_id="txt2img_denoising_strength"), field=True)
+                    tab.slider("hr_second_pass_steps", "txt2img_hires_steps")
+                    tab.slider("denoising_strength", "txt2img_denoising_strength")
                 with gr.Row():
-                    tab.add("hr_scale", gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by",
-                                                  elem_id="txt2img_hr_scale"), field=True)
-                    tab.add("hr_resize_x", gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
-                                                     elem_id="txt2img_hr_resize_x"), field=True)
-                    tab.add("hr_resize_y", gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
-                                                     elem_id="txt2img_hr_resize_y"), field=True)
+                    tab.slider("hr_scale", "txt2img_hr_scale")
+                    tab.slider("hr_resize_x", "txt2img_hr_resize_x")
+                    tab.slider("hr_resize_y", "txt2img_hr_resize_y")
             with gr.Row(elem_id="txt2img_size_row"):
                 tab.build_size(native)
                 tab.build_batch()
