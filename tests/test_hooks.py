@@ -153,3 +153,27 @@ def test_the_model_loads_from_the_app_started_hook(tmp_path):
     app.hooks.fire("app_started", app)
     app.loader.join(60)
     assert app.models.loaded is not None and app.models.loaded.info.name == "t.safetensors"
+
+
+def test_the_generation_tabs_build_what_the_ui_hooks_add(tmp_path):
+    """ui_tab_build / ui_tab_wire: the extra-networks panel is added through them, and so is anything else."""
+    import gradio as gr
+
+    from modules import cmd_args
+    from modules.app import App
+    from modules.ui import build_ui
+
+    app = App(cmd_args.parse_args(["--data-dir", str(tmp_path), "--skip-install"]))
+    wired = []
+
+    def add_panel(tab):
+        tab.c["plugged"] = gr.Markdown("plugged in", elem_id=f"{tab.name}_plugged")
+
+    app.hooks.add("ui_tab_build", add_panel, "test panel")
+    app.hooks.add("ui_tab_wire", lambda tab, top: wired.append((tab.name, top["checkpoint"].elem_id)), "test panel")
+    ui = build_ui(app)
+    assert app.hooks.names("ui_tab_build") == ["test panel", "extra networks"]
+    for tab in (ui.txt2img, ui.img2img):
+        assert tab.c["plugged"].elem_id == f"{tab.name}_plugged"
+        assert tab.c["en_accordion"].elem_id == f"{tab.name}_extra_networks"  # the built-in panel
+    assert wired == [("txt2img", "setting_sd_model_checkpoint"), ("img2img", "setting_sd_model_checkpoint")]

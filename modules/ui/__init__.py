@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from modules.ui import common, img2img, pnginfo, settings, txt2img
+from modules.ui import common, extra_networks_ui, img2img, pnginfo, settings, txt2img
 from modules.ui.common import GenTab
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ def native_size(app) -> int:
 
 def build_ui(app) -> UI:
     native = native_size(app)
+    extra_networks_ui.register_hooks(app.hooks)   # the cards panel plugs into the generation tabs
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, fill_width=True) as demo:
         top = build_top_bar(app)
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:

@@ -7,8 +7,9 @@ three.  Clicking a Lora card adds ``<lora:name:1>`` to the prompt (clicking it
 again takes it out), an embedding card adds its name the same way, a
 checkpoint card loads that checkpoint.  Plain Gradio components only.
 
-    extra_networks_ui.build(tab)        # in the tab's build(), after tab.build_prompts()
-    extra_networks_ui.wire(tab, top)    # in the tab's wire()
+The panel is a built-in user of the UI hook points (``register_hooks``): the txt2img and img2img tabs
+fire ``ui_tab_build`` under their prompts (``build`` adds the panel there) and ``ui_tab_wire`` once
+every tab exists (``wire`` connects it).
 """
 from __future__ import annotations
 
@@ -175,6 +176,11 @@ def wire(tab, top) -> None:
                 return toggle_in_prompt(prompt, card["text"], kind)
             galleries[i].select(pick_text, inputs=[c["en_cards"], c["prompt"]], outputs=[c["prompt"]], queue=False,
                                 **common)
+
+
+def register_hooks(hooks) -> None:
+    hooks.add("ui_tab_build", build, "extra networks")
+    hooks.add("ui_tab_wire", wire, "extra networks")
 
 
 def _card_state(card: Card) -> dict:

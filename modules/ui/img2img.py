@@ -8,7 +8,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from modules.engine.request import GenerationRequest, RequestError
-from modules.ui import common, extra_networks_ui
+from modules.ui import common
 from modules.ui.common import GenTab
 
 MODES = {  # sub-tab id -> label (A1111's wording)
@@ -223,7 +223,7 @@ def _image_input(label: str, elem_id: str, mode: str = "RGBA") -> gr.Image:
 def build(app, native: int) -> GenTab:
     tab = GenTab(app, "img2img")
     tab.build_prompts()
-    extra_networks_ui.build(tab)  # [extra networks] the cards panel under the prompt
+    app.hooks.fire("ui_tab_build", tab)  # what plugs in under the prompts (extra networks' cards)
     with gr.Row(elem_id="img2img_extra_row", equal_height=False):
         with gr.Column(scale=1, min_width=380, elem_id="img2img_settings"):
             with gr.Tabs(elem_id="mode_img2img", selected="img2img") as subtabs:
@@ -291,7 +291,7 @@ def mode_updates(tab: GenTab, mode: str) -> dict:
 def wire(app, tab: GenTab, top) -> None:
     c = tab.c
     tab.wire_common(top)
-    extra_networks_ui.wire(tab, top)  # [extra networks]
+    app.hooks.fire("ui_tab_wire", tab, top)
     def selector(mode):
         return lambda: mode_updates(tab, mode)
 

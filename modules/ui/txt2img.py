@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules import fields, upscalers
 from modules.engine.request import GenerationRequest, RequestError
-from modules.ui import common, extra_networks_ui
+from modules.ui import common
 from modules.ui.common import GenTab
 
 HIRES_FIELDS = ("hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x", "hr_resize_y")
@@ -36,7 +36,7 @@ def generate(app, values: dict, checkpoint: str | None, vae: str | None) -> Iter
 def build(app, native: int) -> GenTab:
     tab = GenTab(app, "txt2img")
     tab.build_prompts()
-    extra_networks_ui.build(tab)  # [extra networks] the cards panel under the prompt
+    app.hooks.fire("ui_tab_build", tab)  # what plugs in under the prompts (extra networks' cards)
     with gr.Row(elem_id="txt2img_extra_row", equal_height=False):
         with gr.Column(scale=1, min_width=380, elem_id="txt2img_settings"):
             tab.build_sampler()
@@ -66,7 +66,7 @@ def build(app, native: int) -> GenTab:
 def wire(app, tab: GenTab, top) -> None:
     c = tab.c
     tab.wire_common(top)
-    extra_networks_ui.wire(tab, top)  # [extra networks]
+    app.hooks.fire("ui_tab_wire", tab, top)
     # opening the accordion turns hires fix on, closing it turns it off (the checkbox inside can too)
     c["hr_accordion"].expand(lambda: True, outputs=[c["enable_hr"]], queue=False, show_progress="hidden",
                              api_visibility="private")
