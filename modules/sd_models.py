@@ -389,7 +389,7 @@ def place_components(comps, pol: DevicePolicy) -> None:
     comps.execution_device = pol.device
     if pol.compile:
         # mode "default": kernel fusion without CUDA graphs, so offload hooks and in-place LoRA merges
-        # keep working; the first generation pays the compile cost (Processor.run logs it)
+        # keep working; the first generation pays the compile cost (the engine logs it: engine/job.py)
         comps.unet = torch.compile(comps.unet)
         comps.compile_pending = True
         log.info("UNet wrapped with torch.compile; the first generation compiles it")
