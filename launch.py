@@ -122,7 +122,8 @@ def ensure_chromium() -> None:
 
 def run_tests(extra: list[str]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "tests", *extra]
+    # one test process per core (pytest-xdist): the tests run single-threaded models (tests/conftest.py)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "auto", "tests", *extra]
     print(f"[launch] {' '.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 

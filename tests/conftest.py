@@ -1,8 +1,14 @@
 """Fixtures shared by several test files."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one test process per core (pytest -n 2): more torch threads than free cores only make them wait
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ behind its back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import torch
@@ -87,12 +88,13 @@ class JobContext:
     def family(self):
         return self.spec.model_family
 
-    @property
+    # read once per job: diffusers' ModelMixin.dtype walks every module of the UNet at each call
+    @cached_property
     def device(self) -> torch.device:
         c = self.components
         return getattr(c, "execution_device", None) or c.unet.device
 
-    @property
+    @cached_property
     def dtype(self) -> torch.dtype:
         return self.components.unet.dtype
 
