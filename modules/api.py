@@ -17,9 +17,11 @@ Differences from A1111, on purpose:
   ``data:`` URL); http(s) URLs are refused (422), the server fetches nothing.
 * Width/height that are not multiples of 8 are rounded down (A1111's output
   size) with a warning in ``info``; outside 64..2048 they are refused.
-* ``alwayson_scripts``, ``restore_faces``, refiner and separate hires
-  checkpoint/sampler fields are accepted and ignored with a warning in ``info``;
-  a ``script_name`` is refused (422) since there are no scripts.
+* ``restore_faces``, refiner and separate hires checkpoint/sampler fields are
+  accepted and ignored with a warning in ``info``.
+* ``script_name`` / ``script_args`` and ``alwayson_scripts`` run the scripts of
+  :mod:`modules.scripts` (A1111's positional argument lists, or objects by
+  argument name); an unknown script or a bad argument is a 422 naming both.
 """
 from __future__ import annotations
 
@@ -240,8 +242,24 @@ class MemoryResponse(BaseModel):
 
 
 class ScriptsList(BaseModel):
-    txt2img: Optional[list] = None
-    img2img: Optional[list] = None
+    txt2img: Optional[list] = Field(None, description="the scripts of txt2img (names in lower case)")
+    img2img: Optional[list] = Field(None, description="the scripts of img2img (names in lower case)")
+
+
+class ScriptArg(BaseModel):
+    label: Optional[str] = Field(None, description="the argument's label in the UI")
+    value: Optional[Any] = Field(None, description="its default value")
+    minimum: Optional[Any] = Field(None, description="the smallest value")
+    maximum: Optional[Any] = Field(None, description="the largest value")
+    step: Optional[Any] = Field(None, description="the slider's step")
+    choices: Optional[list] = Field(None, description="the choices of a dropdown or radio (labels)")
+
+
+class ScriptInfo(BaseModel):
+    name: Optional[str] = Field(None, description="the script's name (lower case, as script_name takes it)")
+    is_alwayson: Optional[bool] = Field(None, description="an always-on script (alwayson_scripts)")
+    is_img2img: Optional[bool] = Field(None, description="this entry is the script's img2img one")
+    args: list[ScriptArg] = Field(description="its arguments in the order of the positional script_args")
 
 
 class HypernetworkItem(BaseModel):
@@ -433,15 +451,11 @@ def _sizes(values: dict, warns: list[str]) -> dict:
 
 
 def _ignored_warnings(body: _GenerationFields, values: dict) -> list[str]:
-    """Warnings for `info` about what the body asks for and is not done (422 for a script)."""
+    """Warnings for `info` about what the body asks for and is not done."""
     warns: list[str] = []
     unknown = sorted(k for k in (body.model_extra or {}))
     if unknown:
         warns.append("unknown fields ignored: " + ", ".join(unknown))
-    if body.script_name:
-        raise ApiError(422, f"Script '{body.script_name}' not found (no scripts are installed)", "script_name")
-    if body.alwayson_scripts:
-        warns.append("alwayson_scripts are not supported; ignored: " + ", ".join(map(str, body.alwayson_scripts)))
     if body.restore_faces:
         warns.append("restore_faces is not supported; ignored")
     if body.refiner_checkpoint and body.refiner_checkpoint not in ("None", ""):
@@ -532,6 +546,7 @@ class SdApi:
         add("/unload-checkpoint", self.unload_checkpoint, methods=["POST"])
         add("/memory", self.memory, methods=["GET"], response_model=MemoryResponse)
         add("/scripts", self.scripts, methods=["GET"], response_model=ScriptsList)
+        add("/script-info", self.script_info, methods=["GET"], response_model=list[ScriptInfo])
         return r
 
     # -- generation -------------------------------------------------------------------------
@@ -860,7 +875,10 @@ class SdApi:
         return self.app.extra_networks.api_loras()  # [extra networks]
 
     def scripts(self) -> dict:
-        return {"txt2img": [], "img2img": []}
+        return self.app.scripts.api_list()
+
+    def script_info(self) -> list:
+        return self.app.scripts.api_info()
 
     def memory(self) -> dict:
         ram: dict[str, Any]

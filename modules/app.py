@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from modules import devices, engine, hooks, images, jobs, options, paths as paths_mod, sd_models, styles
+from modules import devices, engine, hooks, images, jobs, options, paths as paths_mod, scripts, sd_models, styles
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ class App:
         # the hook points of jobs and of the app; the built-in features are handlers there too
         self.hooks = hooks.default_hooks()
         self.hooks.add("app_started", lambda app: app.load_in_background(), "model library")
+        # scripts: the built-in ones (scripts/) and the enabled extensions' (modules.extensions)
+        self.scripts = scripts.ScriptRegistry(self)
+        self.scripts.load_dir(paths_mod.ROOT / "scripts", scripts.BUILT_IN)
+        from modules import extensions
+        self.extensions = extensions.ExtensionManager(self)
+        self.extensions.load()
 
     # -- models ------------------------------------------------------------
     def refresh_models(self) -> list[sd_models.CheckpointInfo]:
@@ -152,6 +158,7 @@ class App:
     def submit(self, request: engine.GenerationRequest, checkpoint: str | None = None, vae: str | None = None,
                source: str = "ui") -> jobs.Job:
         engine.validate(request)  # bad input is refused before it takes a place in the queue
+        self.scripts.prepare(request)  # the script's name and arguments (RequestError naming the argument)
         ov = request.override_settings or {}
         checkpoint = ov.get("sd_model_checkpoint") or checkpoint
         vae = ov.get("sd_vae") or vae
@@ -161,12 +168,40 @@ class App:
         return self.queue.submit(request, checkpoint, vae, source)
 
     def run_job(self, job: jobs.Job) -> engine.GenerationResult:
+        req = job.request
+        script = self.scripts.selected(req)
+        if script is None:
+            return self.process(req, job.control, job.checkpoint, job.vae)
+        with self.models.lock:  # a script's jobs run back to back, on the models it picks
+            t0 = time.perf_counter()
+            opts = self.opts.snapshot()
+            opts.update(req.override_settings or {})
+            run = scripts.ScriptJob(script, req, opts, job.control, self._script_process, self.save_output, app=self)
+            run.checkpoint, run.vae = job.checkpoint, job.vae
+            result = script.run(run, scripts.Args(req.script_args))
+            if result is None:
+                raise RuntimeError(f"script '{script.title}' gave no result")
+            return scripts.finish_result(run, result, time.perf_counter() - t0)
+
+    def _script_process(self, req, checkpoint, vae, extra_params: dict, run: "scripts.ScriptJob"):
+        own = [(run.script, scripts.Args(run.request.script_args))] if run.script.hook_methods() else []
+        return self.process(req, run.control, checkpoint or run.checkpoint, vae or run.vae, extra_params, own)
+
+    def process(self, req: engine.GenerationRequest, control: engine.JobControl | None = None,
+                checkpoint: str | None = None, vae: str | None = None, extra_params: dict | None = None,
+                extra_scripts=()) -> engine.GenerationResult:
+        """One engine job of ``req`` on ``checkpoint`` (default: the selected one), with the always-on
+        scripts the request enables (and ``extra_scripts``: (script, args) pairs) at its hook points."""
+        ov = req.override_settings or {}
         with self.models.lock:
-            loaded = self.load_model(job.checkpoint or self.selected_checkpoint(), job.vae or self.opts.get("sd_vae"))
+            loaded = self.load_model(checkpoint or ov.get("sd_model_checkpoint") or self.selected_checkpoint(),
+                                     vae or ov.get("sd_vae") or self.opts.get("sd_vae"))
             ctx = engine.JobContext.create(
-                loaded, job.request, self.opts.snapshot(), control=job.control, hooks=self.hooks,
+                loaded, req, self.opts.snapshot(), control=control or engine.JobControl(),
+                hooks=self.scripts.job_hooks(self.hooks, req, extra_scripts),
                 networks=self.extra_networks, embeddings=self.extra_networks.embedding_vectors(),
                 styles=self.styles.styles, conditioners=self._conditioner_cache, save=self.save_output)
+            ctx.extra_params.update(extra_params or {})
             return engine.run(ctx)
 
     def _abs(self, folder) -> Path:

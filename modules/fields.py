@@ -270,12 +270,14 @@ TABLE: tuple[Field, ...] = (
     _ignored("comments", dict[str, Any], None, "comments A1111 keeps with the job; ignored"),
     Field("sampler_index", str, "Euler", "the sampler where sampler_name is not given (A1111's API)",
           kind=API_ONLY),
-    Field("script_name", str, None, "a script to run; refused, no scripts are installed", kind=API_ONLY),
-    _ignored("script_args", list, [], "the script's arguments; ignored"),
+    Field("script_name", str, None, "the script to run instead of a plain job (a title of /sdapi/v1/scripts, "
+          "any case; None or \"None\": no script)"),
+    Field("script_args", Any, [], "the script's arguments: A1111's positional list (the order of "
+          "/sdapi/v1/script-info), or an object by argument name"),
     Field("send_images", bool, True, "answer with the images", kind=API_ONLY),
     Field("save_images", bool, True, "save the images to the outputs folder", api_default=False),
-    _ignored("alwayson_scripts", dict[str, Any], {}, "scripts that always run (extensions): not supported; "
-             "ignored with a warning"),
+    Field("alwayson_scripts", dict[str, Any], {}, "always-on scripts' arguments: {name: {\"args\": [...]}} "
+          "(positional, as A1111) or {name: {\"args\": {name: value}}}"),
     Field("force_task_id", str, None, "an id for POST interrupt?id=... while the job waits",
           kind=API_ONLY),
     Field("infotext", str, None, "generation parameters text; fills the fields not given", kind=API_ONLY),

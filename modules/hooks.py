@@ -12,18 +12,19 @@ point                         arguments                       built-in users
 ``ui_tab_build``              tab                             extra networks' card panel under the prompts
 ``ui_tab_wire``               tab, top bar                    extra networks' card clicks and refresh
 ``before_job``                ctx                             LoRA merge (extra networks), tiling
+``before_batch``              ctx, batch                      (for scripts: each batch, before its noise)
 ``after_conditioning``        ctx, encoded prompts            textual inversion: the embeddings a job used
 ``cfg_denoiser`` (wrap)       ctx, denoiser -> denoiser       (for scripts: the object the sampler calls)
 ``before_step``               ctx, step                       (for scripts)
 ``after_step``                ctx, step                       live previews take the step's prediction
-``after_image_decoded``       ctx, image                      (for scripts: the picture before saving)
+``after_image_decoded`` (wrap) ctx, image -> image            (for scripts: the picture before saving)
 ``after_image_saved``         ctx, saved image                (for scripts: the file on disk)
 ``after_job``                 ctx, result (None on failure)   LoRA restore, tiling off
 ============================  ==============================  ==========================================
 
 ``fire`` calls the handlers in order and lets an exception through (a job hook that fails fails the
 job with its message); ``fire_all`` runs every handler and logs failures (``after_job``: every
-restore must run); ``wrap`` passes an object through the handlers, each returning it or a replacement.
+restore must run); ``wrap`` (``cfg_denoiser``, ``after_image_decoded``) passes an object through the handlers, each returning it or a replacement.
 """
 from __future__ import annotations
 
@@ -32,13 +33,19 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-POINTS = ("app_started", "ui_tab_build", "ui_tab_wire", "before_job", "after_conditioning", "cfg_denoiser",
+POINTS = ("app_started", "ui_tab_build", "ui_tab_wire", "before_job", "before_batch", "after_conditioning", "cfg_denoiser",
           "before_step", "after_step", "after_image_decoded", "after_image_saved", "after_job")
 
 
 class Hooks:
     def __init__(self):
         self._handlers: dict[str, list[tuple[str, Callable]]] = {p: [] for p in POINTS}
+
+    def copy(self) -> "Hooks":
+        """A Hooks object with the same handlers (a job's: scripts add theirs there, not to the app's)."""
+        other = Hooks()
+        other._handlers = {p: list(h) for p, h in self._handlers.items()}
+        return other
 
     def add(self, point: str, fn: Callable, name: str | None = None, *, first: bool = False) -> Callable:
         """Register ``fn`` at ``point``; a handler already registered under ``name`` is replaced."""

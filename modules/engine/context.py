@@ -59,6 +59,7 @@ class JobContext:
     prompts: JobPrompts | None = None
     active_networks: Any = None                  # extra_networks.ActiveNetworks while merged
     warnings: list[str] = field(default_factory=list)
+    extra_params: dict = field(default_factory=dict)  # infotext parameters scripts add (always-on ones, X/Y/Z)
     cache: dict = field(default_factory=dict)    # tensors and values made once per job
     state: dict = field(default_factory=dict)    # room for hooks (scripts, extensions): per-job values by name
 

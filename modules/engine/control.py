@@ -26,6 +26,7 @@ class JobControl:
         self.current_latents: torch.Tensor | None = None   # the live preview's source (set by the previews hook)
         self.on_progress = on_progress
         self.textinfo = ""
+        self.script_jobs: tuple[int, int] | None = None   # (jobs done, jobs in all) of a script's run
 
     def interrupt(self):
         self.interrupted = True
@@ -38,10 +39,20 @@ class JobControl:
         return self.interrupted or self.skipped
 
     @property
-    def progress(self) -> float:
+    def step_progress(self) -> float:
+        """The progress of the current job's sampler steps (0..1)."""
         if self.total_steps <= 0:
             return 0.0
         return min(1.0, self.step / self.total_steps)
+
+    @property
+    def progress(self) -> float:
+        """The whole job's progress: a script's run counts the jobs it has done and the current one's steps."""
+        inner = self.step_progress
+        if self.script_jobs:
+            done, total = self.script_jobs
+            return min(1.0, (min(done, total) + (inner if done < total else 0.0)) / max(total, 1))
+        return inner
 
     @property
     def eta(self) -> float | None:

@@ -1,6 +1,6 @@
 """A whole job: the stages in order, batch by batch.
 
-    prompts.prepare -> before_job hooks -> for each batch: txt2img/img2img (conditioning, sampling,
+    prompts.prepare -> before_job hooks -> for each batch: before_batch hooks, txt2img/img2img (conditioning, sampling,
     hires / inpainting) -> decode -> overlay -> after_image_decoded -> infotext -> save
     -> grid -> info JSON -> after_job hooks (always, also when the job fails: result None)
 """
@@ -71,7 +71,9 @@ def _run_batches(ctx: JobContext, result: GenerationResult, seeds: list[int], su
         ctl.job_no = it
         ctl.skipped = False
         span = slice(it * req.batch_size, (it + 1) * req.batch_size)
-        latents, overlay = run_batch(ctx, Batch(it, seeds[span], subseeds[span]))
+        batch = Batch(it, seeds[span], subseeds[span])
+        ctx.hooks.fire("before_batch", ctx, batch)
+        latents, overlay = run_batch(ctx, batch)
         if ctl.interrupted and ctl.step == 0:
             break
         for j, pic in enumerate(vae.tensor_to_pil(vae.decode(ctx, latents))):
@@ -90,7 +92,7 @@ def run_batch(ctx: JobContext, batch: Batch):
 
 
 def _add_image(ctx: JobContext, result: GenerationResult, pic: Image.Image, seed: int, subseed: int) -> None:
-    ctx.hooks.fire("after_image_decoded", ctx, pic)
+    pic = ctx.hooks.wrap("after_image_decoded", ctx, pic)
     text = outputs.infotext(ctx, seed, subseed)
     result.images.append(pic)
     result.infotexts.append(text)

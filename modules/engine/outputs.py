@@ -49,6 +49,7 @@ def _extra_params(ctx: JobContext, sampler, cond_params: dict) -> dict:
         extra[samplers.ETA_SETTINGS[sampler.eta][2]] = eta
     if ctx.request.is_img2img and ctx.request.mask is not None:
         extra["Mask blur"] = ctx.request.mask_blur
+    extra.update(ctx.extra_params)   # the scripts' (after the engine's own, as A1111 writes them)
     return extra
 
 
@@ -126,7 +127,7 @@ def info_json(ctx: JobContext, result: GenerationResult) -> dict:
         "sd_vae_hash": ctx.cache.get("vae_hash"),
         "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": req.denoising_strength if (req.is_img2img or req.enable_hr) else None,
-        "extra_generation_params": {}, "index_of_first_image": 1 if result.grid_first else 0,
+        "extra_generation_params": dict(ctx.extra_params), "index_of_first_image": 1 if result.grid_first else 0,
         # A1111 lists the grid's infotext (the first image's) first when the grid leads the images
         "infotexts": ([result.infotexts[0]] if result.grid_first else []) + result.infotexts,
         "styles": list(req.styles), "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": ctx.clip_skip,

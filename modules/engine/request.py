@@ -70,6 +70,10 @@ class GenerationRequest:
     override_settings: dict[str, Any] = _default("override_settings")
     save_images: bool = _default("save_images")
     do_not_save_grid: bool = _default("do_not_save_grid")
+    # scripts (modules.scripts): after App.submit, the title and the arguments by name
+    script_name: str | None = _default("script_name")
+    script_args: Any = _default("script_args")
+    alwayson_scripts: dict[str, Any] = _default("alwayson_scripts")
     mode: str = "txt2img"   # "txt2img" | "img2img": the tab or endpoint, not a field of the table
 
     @property
