@@ -195,13 +195,16 @@ class Arg:
 
 
 class Args(dict):
-    """A script's arguments by name; also readable as attributes (``a.strength``)."""
+    """A script's arguments by name; also readable as attributes (``a.strength``; an argument named
+    like a dict method, ``a.values``, is the argument)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.startswith("_") and dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        return super().__getattribute__(name)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        raise AttributeError(name)
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +291,8 @@ class ScriptRegistry:
                 found.extend(self.load_file(path, source))
             except Exception as e:  # noqa: BLE001 - a broken file must not stop the app
                 self.report(source, f"loading {path.name}", e)
-                break
+                if source != BUILT_IN:   # the extension is off for this run: none of its scripts
+                    return []
         return found
 
     def load_file(self, path: Path, source: str = BUILT_IN) -> list[Script]:

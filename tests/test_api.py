@@ -156,13 +156,11 @@ def test_sampler_index_combined_names_and_styles(env):
 
 def test_send_images_false_sizes_rounded_and_warnings(env):
     _, client, _, _ = env
-    body, info = txt2img(client, seed=9, send_images=False, width=100, alwayson_scripts={"ControlNet": {"args": []}},
-                         restore_faces=True, not_a_field=1)
+    body, info = txt2img(client, seed=9, send_images=False, width=100, restore_faces=True, not_a_field=1)
     assert body["images"] == []
     assert info["width"] == 96 and "Size: 96x64" in info["infotexts"][0]
-    assert info["warnings"] == ["unknown fields ignored: not_a_field", "alwayson_scripts are not supported; ignored: "
-                                "ControlNet", "restore_faces is not supported; ignored", "width 100 rounded down to 96 "
-                                "(a multiple of 8)"]
+    assert info["warnings"] == ["unknown fields ignored: not_a_field", "restore_faces is not supported; ignored",
+                                "width 100 rounded down to 96 (a multiple of 8)"]
 
 
 def test_save_images_writes_to_the_outputs_folder(env):
@@ -290,8 +288,11 @@ def test_errors_are_json_4xx_naming_the_field(env):
     body = assert_error(r, 422, "sampler_name")
     assert body["error"] == "RequestError" and "Valid samplers" in body["detail"]
     assert_error(client.post(f"{API}/txt2img", json={**SMALL, "scheduler": "wobbly"}), 422, "scheduler")
-    r = client.post(f"{API}/txt2img", json={**SMALL, "script_name": "X/Y/Z plot"})
-    assert_error(r, 422, "script_name")
+    r = client.post(f"{API}/txt2img", json={**SMALL, "script_name": "No such script"})
+    assert "'No such script' not found" in assert_error(r, 422, "script_name")["detail"]
+    # an always-on script that is not installed: 422 as in A1111
+    r = client.post(f"{API}/txt2img", json={**SMALL, "alwayson_scripts": {"ControlNet": {"args": []}}})
+    assert "'ControlNet' not found" in assert_error(r, 422, "alwayson_scripts.ControlNet")["detail"]
     r = client.post(f"{API}/txt2img", json={**SMALL, "enable_hr": True, "hr_upscaler": "ESRGAN_4x"})
     assert_error(r, 422, "hr_upscaler")
     r = client.post(f"{API}/txt2img", content=b'{"seed": 1, "override_settings": {"x": NaN}}',
@@ -495,7 +496,8 @@ def test_lists(env):
                          "filename": str(app.models.checkpoints[titles[0]].filename), "config": None}
     assert get("sd-vae") == [] and get("loras") == [] and get("sd-modules") == []
     assert get("embeddings") == {"loaded": {}, "skipped": {}}
-    assert get("scripts") == {"txt2img": [], "img2img": []}
+    assert get("scripts") == app.scripts.api_list()
+    assert "x/y/z plot" in get("scripts")["txt2img"] and "sd upscale" in get("scripts")["img2img"]
     assert get("face-restorers") == [] and get("realesrgan-models") == [] and get("hypernetworks") == []
     mem = get("memory")
     assert set(mem) == {"ram", "cuda"} and mem["ram"]["total"] > 0 and mem["cuda"] == {"error": "unavailable"}

@@ -85,6 +85,9 @@ def progress_text(job, position: int | None) -> str:
         parts = [f"Step {min(c.step, c.total_steps)}/{c.total_steps}"]
         if c.job_count > 1:
             parts.insert(0, f"Batch {min(c.job_no + 1, c.job_count)}/{c.job_count}")
+        if c.script_jobs:  # a script's run (X/Y/Z plot ...): which of its jobs
+            done, total = c.script_jobs
+            parts.insert(0, f"Job {min(done + 1, total)}/{total}")
         eta = c.eta
         if eta is not None:
             parts.append(f"ETA {format_seconds(eta)}")
@@ -223,6 +226,8 @@ def common_request(app, v: dict, mode: str) -> GenerationRequest:
     if v.get("seed_extra"):
         set_form_values(app, req, v, SEED_EXTRA_FIELDS)
     req.override_settings = parse_overrides(app, v.get("override_settings"))
+    from modules.ui import scripts_ui
+    scripts_ui.apply(app, req, v, mode == "img2img")
     return req
 
 
@@ -792,6 +797,9 @@ def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dic
     if any(name in out for name in SEED_EXTRA_FIELDS):
         out["seed_extra"] = True
     out["override_settings"] = pasted_overrides(app, params)
+    if "script_name" in tab.c:  # the script an infotext names ("Script: X/Y/Z plot") and script arguments
+        from modules.ui import scripts_ui
+        out.update(scripts_ui.paste_updates(app, tab, params))
     return out
 
 
@@ -824,6 +832,9 @@ def paste_to_components(tab: GenTab, updates: dict) -> dict:
         res[tab.c["seed_extras"]] = gr.update(visible=True)
     if "enable_hr" in updates and "hr_accordion" in tab.c:
         res[tab.c["hr_accordion"]] = gr.update(open=bool(updates["enable_hr"]))
+    if "script_name" in tab.c:
+        from modules.ui import scripts_ui
+        res.update(scripts_ui.paste_group_updates(tab, updates))
     return res
 
 
@@ -834,4 +845,5 @@ def paste_targets(tab: GenTab) -> list:
              "seed_resize_from_h", "seed_extra", "seed_extras", "enable_hr", "hr_scale", "hr_second_pass_steps",
              "hr_upscaler", "hr_resize_x", "hr_resize_y", "hr_accordion", "mask_blur", "inpainting_mask_invert",
              "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "override_settings"]
-    return [tab.c[n] for n in names if n in tab.c]
+    from modules.ui import scripts_ui
+    return [tab.c[n] for n in names if n in tab.c] + (scripts_ui.paste_targets(tab) if "script_name" in tab.c else [])

@@ -8,7 +8,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from modules.engine.request import GenerationRequest, RequestError
-from modules.ui import common
+from modules.ui import common, scripts_ui
 from modules.ui.common import GenTab
 
 MODES = {  # sub-tab id -> label (A1111's wording)
@@ -279,6 +279,7 @@ def build(app, native: int) -> GenTab:
                 tab.build_cfg()
                 tab.slider("denoising_strength", "img2img_denoising_strength")
             tab.build_seed()
+            scripts_ui.build(tab, app)   # always-on sections and the Script dropdown (A1111's place)
         tab.build_results()
     return tab
 
@@ -298,4 +299,5 @@ def wire(app, tab: GenTab, top) -> None:
     for mode in MODES:
         c[f"tab_{mode}"].select(selector(mode), outputs=[c["mode"], c["mask_options"]],
                                 queue=False, show_progress="hidden", api_visibility="private")
+    scripts_ui.wire(tab, app)
     tab.wire_generate(top, lambda values, ckpt, vae: generate(app, values, ckpt, vae))

@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules import fields, upscalers
 from modules.engine.request import GenerationRequest, RequestError
-from modules.ui import common
+from modules.ui import common, scripts_ui
 from modules.ui.common import GenTab
 
 HIRES_FIELDS = ("hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x", "hr_resize_y")
@@ -59,6 +59,7 @@ def build(app, native: int) -> GenTab:
                 tab.build_batch()
             tab.build_cfg()
             tab.build_seed()
+            scripts_ui.build(tab, app)   # always-on sections and the Script dropdown (A1111's place)
         tab.build_results()
     return tab
 
@@ -72,4 +73,5 @@ def wire(app, tab: GenTab, top) -> None:
                              api_visibility="private")
     c["hr_accordion"].collapse(lambda: False, outputs=[c["enable_hr"]], queue=False, show_progress="hidden",
                                api_visibility="private")
+    scripts_ui.wire(tab, app)
     tab.wire_generate(top, lambda values, ckpt, vae: generate(app, values, ckpt, vae))
