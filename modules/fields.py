@@ -270,7 +270,7 @@ TABLE: tuple[Field, ...] = (
     _ignored("comments", dict[str, Any], None, "comments A1111 keeps with the job; ignored"),
     Field("sampler_index", str, "Euler", "the sampler where sampler_name is not given (A1111's API)",
           kind=API_ONLY),
-    Field("script_name", str, None, "the script to run instead of a plain job (a title of /sdapi/v1/scripts, "
+    Field("script_name", Optional[str], None, "the script to run instead of a plain job (a title of /sdapi/v1/scripts, "
           "any case; None or \"None\": no script)"),
     Field("script_args", Any, [], "the script's arguments: A1111's positional list (the order of "
           "/sdapi/v1/script-info), or an object by argument name"),
