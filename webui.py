@@ -18,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 log = logging.getLogger("webui")
+RESTART_DELAY = 1.0   # seconds from a restart request to the server's stop: the answer goes out first
 
 
 def create_server(app_core, with_ui: bool = True, with_api: bool = False):
@@ -46,6 +47,31 @@ def create_server(app_core, with_ui: bool = True, with_api: bool = False):
         from modules import localization
         localization.register(server, app_core)
     return server
+
+
+def restart_argv() -> list[str]:
+    """The command line this process started with (interpreter options included)."""
+    orig = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    return [sys.executable, *orig[1:]]
+
+
+def serve(core, userver, execv=os.execv) -> None:
+    """Run the server until it stops; after a restart request (the Extensions tab's "Apply and restart UI")
+    it stops and this process starts the program again with the same command line."""
+    restart = threading.Event()
+
+    def request():
+        restart.set()
+        threading.Timer(RESTART_DELAY, lambda: setattr(userver, "should_exit", True)).start()
+
+    core.extensions.restart_handler = request
+    userver.run()
+    if restart.is_set():
+        core.queue.stop()
+        print("[restart] starting again: " + " ".join(restart_argv()), flush=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        execv(sys.executable, restart_argv())
 
 
 def main(argv: list[str] | None = None, started_at: float | None = None) -> None:
@@ -82,7 +108,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> None
             webbrowser.open(f"http://127.0.0.1:{port}")
 
     threading.Thread(target=announce, daemon=True).start()
-    userver.run()
+    serve(core, userver)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A localization is a flat JSON object that maps the exact English text shown in the
 UI to its translation, e.g. ``{"Prompt": "提示词"}``.  Files are found in every folder
-of ``Paths.localizations_dirs`` and in ``<extensions>/*/localizations/``; files with
+of ``Paths.localizations_dirs`` and in ``localizations/`` of each extension the app loaded
+(built-in ones first; without an app, of every folder in ``<extensions>/``); files with
 the same name (``zh_CN.json``) are merged in that order, later ones overriding
 earlier ones, so an extension can extend or correct a bundled translation.
 A1111's community files work unchanged.
@@ -84,10 +85,22 @@ def normalize(text: str) -> str:
 
 # -- files ----------------------------------------------------------------------------
 
+# The folders of the extensions an app loaded, by its extensions folder (set by modules.extensions, so a
+# disabled extension's files are not used; without an entry every folder of the extensions folder is).
+_extension_folders: dict[str, list[Path]] = {}
+
+
+def set_extension_folders(extensions_dir, folders) -> None:
+    _extension_folders[str(Path(extensions_dir).resolve())] = [Path(f) for f in folders]
+
+
 def _search_dirs(paths) -> list[Path]:
     dirs = [Path(d) for d in paths.localizations_dirs]
     ext_root = Path(paths.extensions_dir)
-    if ext_root.is_dir():
+    loaded = _extension_folders.get(str(ext_root.resolve()))
+    if loaded is not None:
+        dirs += [e / "localizations" for e in loaded]
+    elif ext_root.is_dir():
         dirs += [e / "localizations" for e in sorted(ext_root.iterdir(), key=lambda p: p.name.lower())
                  if e.is_dir() and not e.name.startswith(".")]
     return dirs

@@ -114,6 +114,11 @@ def _declare() -> list[OptionInfo]:
         o("default_scheduler", "Automatic", "Default schedule type", "ui", ""),
         o("return_grid", True, "Show grid in gallery", "ui", "Show the grid of a batch in the output gallery."),
         o("send_seed", True, "Send seed when sending prompt or image to other interface", "ui", ""),
+        # extensions (A1111's keys; set in the Extensions tab, read at start)
+        o("disabled_extensions", [], "Disable these extensions", "ui", "", restart=True, hidden=True),
+        o("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)", "ui",
+          "extra: only the built-in ones load; all: none does.", choices=("none", "extra", "all"), restart=True,
+          hidden=True),
         # live previews
         o("live_previews_enable", True, "Show live previews of the created image", "live-preview", ""),
         o("show_progress_every_n_steps", 5, "Live preview display period", "live-preview",

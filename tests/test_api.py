@@ -497,7 +497,8 @@ def test_lists(env):
     assert get("sd-vae") == [] and get("loras") == [] and get("sd-modules") == []
     assert get("embeddings") == {"loaded": {}, "skipped": {}}
     assert get("scripts") == app.scripts.api_list()
-    assert "x/y/z plot" in get("scripts")["txt2img"] and "sd upscale" in get("scripts")["img2img"]
+    assert "prompt matrix" in get("scripts")["txt2img"] and "loopback" in get("scripts")["img2img"]
+    assert "loopback" not in get("scripts")["txt2img"]
     assert get("face-restorers") == [] and get("realesrgan-models") == [] and get("hypernetworks") == []
     mem = get("memory")
     assert set(mem) == {"ram", "cuda"} and mem["ram"]["total"] > 0 and mem["cuda"] == {"error": "unavailable"}

@@ -1,4 +1,4 @@
-"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, PNG Info and Settings tabs.
+"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, PNG Info, Settings and Extensions tabs.
 
 `create_ui(app)` returns `(blocks, head_html, css)`; webui.py mounts the blocks
 on its FastAPI server.  Everything the page does goes through the
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from modules.ui import common, extra_networks_ui, img2img, pnginfo, settings, txt2img
+from modules.ui import common, extensions_ui, extra_networks_ui, img2img, pnginfo, settings, txt2img
 from modules.ui.common import GenTab
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class UI:
     pnginfo: SimpleNamespace
     settings: SimpleNamespace
     tabs: gr.Tabs
+    extensions: SimpleNamespace | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -236,6 +237,7 @@ def head_html(app) -> str:
             log.exception("localization script failed")
     if JS_FILE.is_file():
         parts.append(f"<script>\n{JS_FILE.read_text(encoding='utf-8')}\n</script>")
+    parts.append(app.extensions.head_html())   # the enabled extensions' javascript/*.js
     return "\n".join(p for p in parts if p)
 
 
@@ -263,10 +265,13 @@ def build_ui(app) -> UI:
                 png = pnginfo.build(app)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 st = settings.build(app)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as ext_tab:
+                ex = extensions_ui.build(app)
         txt2img.wire(app, t2i, top)
         img2img.wire(app, i2i, top)
         pnginfo.wire(app, png, t2i, i2i, tabs)
         settings.wire(app, st)
+        extensions_ui.wire(app, ex, ext_tab)
         wire_top_bar(app, top, t2i, i2i)
         wire_send(app, t2i, i2i, tabs)
         wire_send(app, i2i, i2i, tabs)
@@ -286,11 +291,12 @@ def build_ui(app) -> UI:
         demo.load(**t2i.reconnect_args)
         demo.load(**i2i.reconnect_args)
     demo.queue(default_concurrency_limit=16)
-    return UI(blocks=demo, top=top, txt2img=t2i, img2img=i2i, pnginfo=png, settings=st, tabs=tabs)
+    return UI(blocks=demo, top=top, txt2img=t2i, img2img=i2i, pnginfo=png, settings=st, tabs=tabs, extensions=ex)
 
 
 def create_ui(app) -> tuple[gr.Blocks, str, str]:
     """(blocks, head html, css) for webui.py's gr.mount_gradio_app."""
     ui = build_ui(app)
     css = (HERE / "style.css").read_text(encoding="utf-8")
+    css += "\n" + app.extensions.css()   # the enabled extensions' style.css
     return ui.blocks, head_html(app), css
