@@ -70,7 +70,8 @@ def _break_wide(draw: ImageDraw.ImageDraw, line: str, fnt, limit: float) -> list
         return [line]
     out = [""]
     for ch in line:
-        if out[-1] and draw.textlength(out[-1] + ch, font=fnt) > limit and (_WIDE.match(ch) or _WIDE.match(out[-1][-1])):
+        breaks = _WIDE.match(ch) or (out[-1] and _WIDE.match(out[-1][-1]))
+        if out[-1] and breaks and draw.textlength(out[-1] + ch, font=fnt) > limit:
             out.append(ch.lstrip())
         else:
             out[-1] += ch
@@ -159,7 +160,8 @@ def matrix_labels(parts: list[str]) -> tuple[list[list[Label]], list[list[Label]
     return hor, ver
 
 
-def draw_prompt_matrix(grid: Image.Image, width: int, height: int, all_prompts: list[str], margin: int = 0) -> Image.Image:
+def draw_prompt_matrix(grid: Image.Image, width: int, height: int, all_prompts: list[str],
+                       margin: int = 0) -> Image.Image:
     """A1111's ``draw_prompt_matrix``: the labels of a prompt matrix grid (``all_prompts``: the prompt split
     at ``|``; the first part, in every picture, is not drawn)."""
     hor, ver = matrix_labels(list(all_prompts[1:]))
