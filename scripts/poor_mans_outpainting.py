@@ -10,26 +10,9 @@ from PIL import Image, ImageDraw
 
 from modules import fields, tiles
 from modules.engine import GenerationResult, RequestError
+from modules.tiles import DIRECTIONS, sides
 from modules.scripts import Arg, Script, finish_result
 
-DIRECTIONS = ("left", "right", "up", "down")
-
-
-def sides(width: int, height: int, pixels: int, direction) -> tuple[int, int, int, int]:
-    """(left, right, up, down) growth: ``pixels`` on each chosen side, then shared out so that the new
-    size is a multiple of 64 (A1111's rule)."""
-    left, right, up, down = (pixels if d in direction else 0 for d in DIRECTIONS)
-    target_w = math.ceil((width + left + right) / 64) * 64
-    target_h = math.ceil((height + up + down) / 64) * 64
-    if left > 0:
-        left = left * (target_w - width) // (left + right)
-    if right > 0:
-        right = target_w - width - left
-    if up > 0:
-        up = up * (target_h - height) // (up + down)
-    if down > 0:
-        down = target_h - height - up
-    return left, right, up, down
 
 
 def border_mask(size: tuple[int, int], left: int, right: int, up: int, down: int, inset: int) -> Image.Image:
