@@ -160,3 +160,62 @@ def test_auth_with_webuiapi(tmp_path):
         assert e.value.args[0] == 401
     finally:
         s.stop()
+
+
+# -- scripts, as a client program calls them --------------------------------------------------------------------
+XYZ_ARGS = ["Sampler", "Euler a, DDIM", [], 6, "3, 7", [], 0, "", [],  # X: sampler, Y: CFG Scale (index 6)
+            True, False, False, False, False, False, False, 0, False]
+
+
+def test_scripts_listed_for_webuiapi(served, api):
+    listed = api.get_scripts()
+    assert {"x/y/z plot", "prompt matrix", "prompts from file or textbox", "vignette"} <= set(listed["txt2img"])
+    assert {"x/y/z plot", "sd upscale", "loopback", "outpainting mk2", "poor man's outpainting"} \
+        <= set(listed["img2img"])
+    assert "sd upscale" not in listed["txt2img"]
+    info = api.custom_get("script-info", baseurl=True)
+    xyz = next(i for i in info if i["name"] == "x/y/z plot" and not i["is_img2img"])
+    assert xyz["is_alwayson"] is False
+    assert [a["label"] for a in xyz["args"][:3]] == ["X type", "X values", "X values"]
+    assert "Sampler" in xyz["args"][0]["choices"] and xyz["args"][0]["value"] == "Seed"
+    up = next(i for i in info if i["name"] == "sd upscale")
+    assert up["is_img2img"] is True and [a["label"] for a in up["args"]][1:] == ["Tile overlap", "Upscaler",
+                                                                                 "Scale Factor"]
+
+
+def test_xyz_plot_from_webuiapi(served, api):
+    r = api.txt2img(prompt="a red circle", seed=5, width=64, height=64, steps=3, script_name="x/y/z plot",
+                    script_args=XYZ_ARGS)
+    assert len(r.images) == 1  # as A1111 without "Include Sub Images": the grid only
+    grid = r.images[0]
+    assert grid.width > 128 and grid.height > 128  # two by two cells and the label bands
+    text = r.info["infotexts"][0]
+    assert "Script: X/Y/Z plot, X Type: Sampler, X Values: \"Euler a, DDIM\", Y Type: CFG Scale, " \
+           "Y Values: \"3, 7\"" in text
+    # each cell is the same job asked for alone
+    for i, (sampler, cfg) in enumerate((s, c) for c in (3, 7) for s in ("Euler a", "DDIM")):
+        alone = api.txt2img(prompt="a red circle", seed=5, width=64, height=64, steps=3, sampler_name=sampler,
+                            cfg_scale=cfg, override_settings={"return_grid": False}).image
+        left, top = grid.width - 128, grid.height - 128
+        x, y = left + 64 * (i % 2), top + 64 * (i // 2)
+        assert grid.crop((x, y, x + 64, y + 64)).tobytes() == alone.tobytes(), (sampler, cfg)
+
+
+def test_sd_upscale_and_alwayson_from_webuiapi(served, api):
+    from PIL import Image
+    src = Image.new("RGB", (64, 64), (200, 60, 40))
+    r = api.img2img(images=[src], prompt="a red square", seed=3, width=64, height=64, steps=2,
+                    denoising_strength=0.3, script_name="sd upscale", script_args=["", 8, "Lanczos", 2.0])
+    assert r.image.size == (128, 128)
+    # A1111 reports the tile size (the request's width and height) as the job's size
+    assert r.info["width"] == 64 and r.info["height"] == 64 and r.info["all_seeds"][0] == 3
+    assert r.image.getpixel((64, 64)) != (0, 0, 0)
+    plain = api.txt2img(prompt="x", seed=1, width=64, height=64, override_settings={"return_grid": False}).image
+    dim = api.txt2img(prompt="x", seed=1, width=64, height=64, override_settings={"return_grid": False},
+                      alwayson_scripts={"Vignette": {"args": [True, 1.0]}})
+    assert ", Vignette: 1, " in dim.info["infotexts"][0]
+    corner = dim.image.getpixel((0, 0))
+    assert sum(corner) < sum(plain.getpixel((0, 0))) and dim.image.getpixel((32, 32)) == plain.getpixel((32, 32))
+    with pytest.raises(RuntimeError) as e:
+        api.txt2img(prompt="x", width=64, height=64, script_name="no such script")
+    assert e.value.args[0] == 422 and "no such script" in str(e.value.args[1])

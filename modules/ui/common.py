@@ -502,7 +502,7 @@ class GenTab:
             self.add("progress", gr.HTML("", elem_id=self._id("progress"), elem_classes=["sdw-progress-box"],
                                          js_on_load=None))
             self.add("gallery", gr.Gallery(label="Output", show_label=False, elem_id=self._id("gallery"), columns=4,
-                                           height=520, format="png", type="pil", object_fit="contain", elem_classes=["no-translate"],
+                                           height=520, format="png", type="pil", object_fit="contain", elem_classes=["no-translate", "sdw-output-gallery"],
                                            interactive=False, buttons=["download", "fullscreen"]))
             with gr.Row(elem_id=self._id("image_buttons"), elem_classes=["sdw-image-buttons"]):
                 self.add("open_folder", tool_button(FOLDER, self._id("open_folder")))
