@@ -4,7 +4,6 @@ identity of an unchanged grid, the blend across an overlap; every picture equal 
 hand (the same tiles, seeds and masks), sizes, seeds, infotexts, saved files, argument errors."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw
 from modules import cmd_args, tiles, upscalers
 from modules.engine import GenerationRequest, RequestError
 from modules.infotext import parse_generation_parameters
+from tests.script_support import arr, files, same, script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(steps=4, width=64, height=64, cfg_scale=7.0, prompt="a red circle", mode="img2img",
@@ -61,22 +61,6 @@ def run(app, **kw):
 def alone(app, extra_params=None, **kw):
     """One job without a script, saving nothing."""
     return app.process(request(**{"save_images": False, **kw}), extra_params=extra_params)
-
-
-def arr(im) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), dtype=np.int16)
-
-
-def same(a, b) -> bool:
-    return a.size == b.size and np.array_equal(arr(a), arr(b))
-
-
-def files(data: Path) -> set[Path]:
-    return set((data / "outputs" / "img2img-images").rglob("*.png"))
-
-
-def script_module(app, name: str):
-    return sys.modules[type(app.scripts.find(name)).__module__]
 
 
 def params(text: str) -> dict:
@@ -149,7 +133,7 @@ def test_upscale_sizes_and_batches(env, monkeypatch):
 
 def test_sd_upscale_tiles_each_equal_their_job_alone(env):
     app, data = env
-    before = files(data)
+    before = files(data, "img2img-images")
     job = run(app, script_name="SD upscale", script_args=["", 16, "Lanczos", 2.0])
     res = job.result
     assert [im.size for im in res.images] == [(128, 128)] and res.info["index_of_first_image"] == 0
@@ -173,7 +157,7 @@ def test_sd_upscale_tiles_each_equal_their_job_alone(env):
     p = params(res.infotexts[0])
     assert (p["SD upscale overlap"], p["SD upscale upscaler"]) == ("16", "Lanczos")
     assert (p["Size-1"], p["Size-2"], p["Seed"], p["Denoising strength"]) == ("64", "64", "1", "0.5")
-    new = files(data) - before
+    new = files(data, "img2img-images") - before
     assert len(new) == 1 and res.saved_files == [str(next(iter(new)))]
     saved = Image.open(next(iter(new)))
     assert same(saved, res.images[0]) and saved.info["parameters"] == res.infotexts[0]
@@ -188,14 +172,14 @@ def test_sd_upscale_a1111_request_batches_and_rounds(env):
         app.scripts.prepare(req)
         assert req.script_name == "SD upscale"
         assert dict(req.script_args) == {"overlap": 8, "upscaler_index": "Lanczos", "scale_factor": 2.0}
-    before = files(data)
+    before = files(data, "img2img-images")
     job = run(app, script_name="sd upscale", script_args=["", 8, 1, 2.0], seed=5, n_iter=2, batch_size=2)
     res = job.result
     assert [im.size for im in res.images] == [(128, 128)] * 2 and res.seeds == [5, 6]
     # ceil((128 - 8) / 56) = 3 columns and rows: 9 tiles, 5 jobs of two a round
     assert job.control.script_jobs == (10, 10)
     assert len(set(res.infotexts)) == 1 and params(res.infotexts[0])["Seed"] == "5"
-    assert len(files(data) - before) == 2
+    assert len(files(data, "img2img-images") - before) == 2
     # round 1 by hand: tiles 2i, 2i+1 in one job of seed 6 + i
     grid = tiles.split_grid(INIT.resize((128, 128), Image.LANCZOS), 64, 64, 8)
     cells = [cell for _, _, row in grid.tiles for cell in row]
@@ -243,7 +227,7 @@ def test_matched_noise(env):
 
 def test_outpainting_mk2_left_right(env):
     app, data = env
-    before = files(data)
+    before = files(data, "img2img-images")
     # A1111's order: info, pixels, mask_blur, direction, noise_q, color_variation
     job = run(app, script_name="outpainting mk2", script_args=["", 32, 1, ["left", "right"], 1.0, 0.05])
     res = job.result
@@ -268,12 +252,12 @@ def test_outpainting_mk2_left_right(env):
     assert res.infotexts == r.infotexts and res.seeds == [1]
     p = params(res.infotexts[0])
     assert "Mask blur" not in p and (p["Size-1"], p["Size-2"], p["Seed"]) == ("64", "64", "1")
-    assert len(files(data) - before) == 1
+    assert len(files(data, "img2img-images") - before) == 1
 
 
 def test_outpainting_mk2_all_sides_batch(env):
     app, data = env
-    before = files(data)
+    before = files(data, "img2img-images")
     job = run(app, script_name="outpainting mk2", script_args=["", 32, 1, ["left", "right", "up", "down"], 1.0, 0.05],
               batch_size=2, seed=3)
     res = job.result
@@ -286,7 +270,7 @@ def test_outpainting_mk2_all_sides_batch(env):
     assert len(set(res.infotexts)) == 1 and params(res.infotexts[0])["Mask blur"] == "4"
     assert np.abs(arr(res.images[1])[48:80, 48:80] - arr(INIT)[16:48, 16:48]).max() <= 1
     grids = set((data / "outputs" / "img2img-grids").rglob("*.png"))
-    assert len(files(data) - before) == 2 and len(grids) == 1
+    assert len(files(data, "img2img-images") - before) == 2 and len(grids) == 1
 
 
 # ---------------------------------------------------------------------------
@@ -295,7 +279,7 @@ def test_outpainting_mk2_all_sides_batch(env):
 
 def test_poor_mans_outpainting_left_right(env):
     app, data = env
-    before = files(data)
+    before = files(data, "img2img-images")
     # A1111's order: pixels, mask_blur, inpainting_fill (index), direction
     job = run(app, script_name="poor man's outpainting", script_args=[32, 2, 0, ["left", "right"]], seed=7)
     res = job.result
@@ -319,7 +303,7 @@ def test_poor_mans_outpainting_left_right(env):
     assert res.infotexts == [first.infotexts[0]] and res.seeds == [7]
     p = params(res.infotexts[0])
     assert (p["Mask blur"], p["Seed"], p["Size-1"]) == ("4", "7", "64")
-    assert len(files(data) - before) == 1
+    assert len(files(data, "img2img-images") - before) == 1
 
 
 def test_poor_mans_arguments(env):

@@ -4,16 +4,15 @@ prompts and infotexts, the grids (size, labels band, what is saved), the errors 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from modules import cmd_args, images
 from modules.engine import GenerationRequest, RequestError
 from modules.infotext import parse_generation_parameters
+from tests.script_support import arr, files, same, script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(steps=4, width=64, height=64, cfg_scale=7.0)
@@ -45,22 +44,6 @@ def run(app, **kw):
 def alone(app, **kw):
     """The same job without a script (saving nothing)."""
     return app.process(GenerationRequest(**{**SMALL, "save_images": False, **kw}))
-
-
-def arr(im) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), dtype=np.int16)
-
-
-def same(a, b) -> bool:
-    return a.size == b.size and np.array_equal(arr(a), arr(b))
-
-
-def files(data: Path, folder: str) -> set[Path]:
-    return set((data / "outputs" / folder).rglob("*.png"))
-
-
-def script_module(app, name: str):
-    return sys.modules[type(app.scripts.find(name)).__module__]
 
 
 # ---------------------------------------------------------------------------

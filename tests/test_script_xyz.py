@@ -15,6 +15,7 @@ from modules import cmd_args, engine, grid_labels, images, scripts
 from modules.engine import GenerationRequest
 from modules.grid_labels import Label
 from modules.infotext import parse_generation_parameters
+from tests.script_support import arr, files, same
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(prompt="a red circle", steps=4, width=64, height=64, seed=1)
@@ -48,18 +49,6 @@ def run(app, base: dict, **kw):
     assert job.status == "done", job.error
     assert job.result.warnings == []
     return job.result
-
-
-def arr(im) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), dtype=np.int16)
-
-
-def same(a, b) -> bool:
-    return a.size == b.size and np.array_equal(arr(a), arr(b))
-
-
-def files(data: Path, folder: str) -> set[Path]:
-    return set((data / "outputs" / folder).rglob("*.png"))
 
 
 def with_params(text: str, params: str) -> str:
