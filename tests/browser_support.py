@@ -49,3 +49,14 @@ def chromium():
             yield b
         finally:
             b.close()
+
+
+def require_chromium(packages: str = "chromium") -> None:
+    """Skip the calling test module (at its import) without playwright or Debian's chromium."""
+    import shutil
+
+    import pytest
+
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"no /usr/bin/chromium (apt-get install {packages})", allow_module_level=True)

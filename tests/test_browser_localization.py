@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
 from modules.paths import ROOT
-from tests.browser_support import CHROMIUM, chromium, serve
+from tests.browser_support import chromium, require_chromium, serve
 
 OUT = ROOT / "test-output"
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium fonts-noto-cjk)", allow_module_level=True)
+require_chromium("chromium fonts-noto-cjk")
 
 ZH = json.loads((ROOT / "localizations" / "zh_CN.json").read_text(encoding="utf-8"))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 
 import numpy as np
@@ -15,16 +14,14 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import CHROMIUM, chromium, serve
+from tests.browser_support import chromium, require_chromium, serve
 
 OUT = ROOT / "test-output"
 MODEL = ROOT / "models" / "Stable-diffusion" / "sd-shapes-64.safetensors"
 ZH = json.loads((ROOT / "localizations" / "zh_CN.json").read_text(encoding="utf-8"))
 XYZ = "#txt2img_script_x_y_z_plot"
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium fonts-noto-cjk)", allow_module_level=True)
+require_chromium("chromium fonts-noto-cjk")
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,18 @@ Screenshots of each tab go to test-output/ (git-ignored).  Skipped without /usr/
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import CHROMIUM, chromium, serve
+from tests.browser_support import chromium, require_chromium, serve
 
 OUT = ROOT / "test-output"
 TIMEOUT_MS = 60_000
 
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 
 @pytest.fixture(scope="module")
