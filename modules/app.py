@@ -209,13 +209,14 @@ class App:
         return folder if folder.is_absolute() else self.paths.data_dir / folder
 
     def save_output(self, image, infotext: str, seed: int, prompt: str, req: engine.GenerationRequest,
-                    opts: dict, grid: bool = False) -> Path:
+                    opts: dict, grid: bool = False, basename: str = "grid") -> Path:
+        """Write a picture (or, with ``grid``, a grid named ``<basename>-NNNN-<seed>``) where the settings say."""
         txt = infotext if opts.get("save_txt") else None  # a .txt of the parameters beside the file
         if grid:
             key = "outdir_img2img_grids" if req.is_img2img else "outdir_txt2img_grids"
             outdir = opts.get(key)
             return images.save_image(
-                image, self._abs(outdir), "grid", pattern="[seed]", seed=seed, prompt=prompt, infotext=infotext,
+                image, self._abs(outdir), basename, pattern="[seed]", seed=seed, prompt=prompt, infotext=infotext,
                 extension=opts.get("grid_format", "png"), dir_pattern=opts.get("directories_filename_pattern") or "[date]",
                 jpeg_quality=int(opts.get("jpeg_quality", 80)), number=True, txt=txt)
         key = "outdir_img2img_samples" if req.is_img2img else "outdir_txt2img_samples"

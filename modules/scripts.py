@@ -582,12 +582,14 @@ class ScriptJob:
             self.warn(w)
         return result
 
-    def save_grid(self, image, infotext: str | None, seed: int, prompt: str, request=None) -> str | None:
-        """Save a grid the script drew (where the settings save grids); the path or None."""
+    def save_grid(self, image, infotext: str | None, seed: int, prompt: str, request=None,
+                  basename: str = "grid") -> str | None:
+        """Save a grid the script drew (where the settings save grids) as ``<basename>-NNNN-<seed>``, the
+        way A1111 names its scripts' grids (``xyz_grid``, ``prompt_matrix``); the path or None."""
         req = request or self.request
         if self._save is None or not req.save_images or req.do_not_save_grid or not self.opts.get("grid_save", True):
             return None
-        return str(self._save(image, infotext, seed, prompt, req, self.opts, grid=True))
+        return str(self._save(image, infotext, seed, prompt, req, self.opts, grid=True, basename=basename))
 
     def save_image(self, image, infotext: str | None, seed: int, prompt: str, request=None) -> str | None:
         """Save a picture the script made itself (not through ``process``), where samples are saved."""

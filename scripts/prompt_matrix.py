@@ -77,4 +77,4 @@ class PromptMatrix(Script):
         for name in LISTS[1:]:
             getattr(out, name).insert(0, getattr(out, name)[0])
         out.info["index_of_first_image"] = 1
-        job.save_grid(grid, None, out.seeds[0], source)   # A1111 saves it without parameters
+        job.save_grid(grid, None, out.seeds[0], source, basename="prompt_matrix")   # A1111 saves it without parameters

@@ -614,12 +614,12 @@ class XYZPlot(Script):
         texts = [_with_params(r.infotexts[0], grid_params(plans, a, False)) for r in refs]
         out = GenerationResult()
         _add(out, main, _with_params(first.infotexts[0], grid_params(plans, a, True)), first)
-        saved = [job.save_grid(main, out.infotexts[0], first.seeds[0], first.prompts[0])]
+        saved = [job.save_grid(main, out.infotexts[0], first.seeds[0], first.prompts[0], basename="xyz_grid")]
         if a.include_sub_grids:
             for g, text, r in zip(subs, texts, refs):
                 _add(out, g, text, r)
                 if len(zs) > 1:
-                    saved.append(job.save_grid(g, text, r.seeds[0], r.prompts[0]))
+                    saved.append(job.save_grid(g, text, r.seeds[0], r.prompts[0], basename="xyz_grid"))
         grids = len(out.images)
         if a.include_lone_images:
             for i in range(n):

@@ -83,6 +83,7 @@ def test_prompt_matrix_pictures_grid_and_infotexts(env):
     new_grids = files(data, "txt2img-grids") - before_grids
     new_pics = files(data, "txt2img-images") - before_pics
     assert len(new_grids) == 1 and len(new_pics) == 4
+    assert next(iter(new_grids)).name == "prompt_matrix-0000-1.png"   # A1111's name for it
     saved = Image.open(next(iter(new_grids)))
     assert saved.size == grid.size and "parameters" not in saved.info   # A1111 saves it without parameters
     assert sorted(Image.open(p).info["parameters"] for p in new_pics) == sorted(res.infotexts[1:])

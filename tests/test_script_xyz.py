@@ -4,6 +4,7 @@ label bands, every cell equal to the same job run alone), sub-grids of a Z axis,
 cells (pasting one restores the plot), the files written, checkpoint switching, bad values, interrupting."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -280,6 +281,7 @@ def test_files_written(plot):
     for p in pics:
         assert any(same(Image.open(p), im) for im in res.images[1:])
     grid_file = next(iter(grids))
+    assert re.fullmatch(r"xyz_grid-\d{4}-%d\.png" % res.seeds[0], grid_file.name)   # A1111's name for it
     assert images.read_info_from_image(Image.open(grid_file))[0] == res.infotexts[0]
     assert same(Image.open(grid_file), res.images[0])
 
