@@ -262,6 +262,16 @@ class ScriptInfo(BaseModel):
     args: list[ScriptArg] = Field(description="its arguments in the order of the positional script_args")
 
 
+class ExtensionItem(BaseModel):
+    name: str = Field(description="the extension's folder name")
+    remote: str = Field(description="the git remote it came from ('' when not a git checkout)")
+    branch: str = Field(description="its git branch ('' when none)")
+    commit_hash: str = Field(description="its git commit ('' when not a git checkout)")
+    version: str = Field(description="the first 8 characters of the commit")
+    commit_date: Optional[int] = Field(None, description="the commit's time (seconds since 1970)")
+    enabled: bool = Field(description="whether it is loaded")
+
+
 class HypernetworkItem(BaseModel):
     name: str
     path: Optional[str] = None
@@ -547,6 +557,7 @@ class SdApi:
         add("/memory", self.memory, methods=["GET"], response_model=MemoryResponse)
         add("/scripts", self.scripts, methods=["GET"], response_model=ScriptsList)
         add("/script-info", self.script_info, methods=["GET"], response_model=list[ScriptInfo])
+        add("/extensions", self.extensions, methods=["GET"], response_model=list[ExtensionItem])
         return r
 
     # -- generation -------------------------------------------------------------------------
@@ -879,6 +890,9 @@ class SdApi:
 
     def script_info(self) -> list:
         return self.app.scripts.api_info()
+
+    def extensions(self) -> list:
+        return self.app.extensions.api_list()
 
     def memory(self) -> dict:
         ram: dict[str, Any]

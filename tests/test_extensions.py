@@ -476,6 +476,16 @@ def test_the_commit_of_a_git_checkout(fresh):
     assert isinstance(item["commit_date"], int)
     assert next(i for i in app.extensions.api_list() if i["name"] == VIGNETTE)["commit_hash"] == ""
 
+    import webui
+    from fastapi.testclient import TestClient
+
+    listed = TestClient(webui.create_server(app, with_ui=False, with_api=True)).get("/sdapi/v1/extensions")
+    assert listed.status_code == 200
+    by_name = {i["name"]: i for i in listed.json()}
+    assert by_name["git-ext"] == {"name": "git-ext", "remote": "", "branch": "main", "commit_hash": head,
+                                  "version": head[:8], "commit_date": item["commit_date"], "enabled": True}
+    assert by_name[VIGNETTE]["enabled"] is True and by_name[VIGNETTE]["commit_hash"] == ""
+
 
 # ---------------------------------------------------------------------------
 # the example extension
