@@ -44,6 +44,10 @@ positional ``script_args`` list of ``script_name`` and ``alwayson_scripts: {"nam
 A hook that raises is reported (a warning of the job, :attr:`ScriptRegistry.errors`) and its script
 is disabled for this run of the app (every script of an extension, for an extension's); the job goes
 on.  A ``run`` that raises fails its job, as any job failure does.
+
+In the UI, each argument is a control; ``ui_extra(tab, comps, is_img2img)`` may add controls that are
+not arguments (buttons, a file upload: X/Y/Z's swap buttons, Prompts from file's upload) below them,
+and ``ui_wire(tab, comps, is_img2img)`` connects their events (``comps``: name -> gradio component).
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ import logging
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -240,8 +244,13 @@ class Script:
         return {arg.infotext: a[arg.name] for arg in self.args(False) + self.args(True)
                 if arg.infotext and arg.name in a}
 
+    def ui_extra(self, tab, comps: dict, is_img2img: bool) -> dict:
+        """Controls of the UI only (no argument, no API position), made inside the script's section below
+        its arguments' controls; a dict name -> component, added to ``comps`` for :meth:`ui_wire`."""
+        return {}
+
     def ui_wire(self, tab, comps: dict, is_img2img: bool) -> None:
-        """Events of the script's own controls (``comps``: argument name -> gradio component)."""
+        """Events of the script's own controls (``comps``: argument or ui_extra name -> gradio component)."""
 
     def run(self, job: "ScriptJob", a: Args):
         raise NotImplementedError(f"script {self.title!r} has no run()")

@@ -141,6 +141,25 @@ def _join(line_text: str, base: str, position: str) -> str:
     return f"{line_text} {base}" if position == "start" else f"{base} {line_text}"
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_prompt_file(data: bytes) -> str:
+    """The text of an uploaded prompt file, a line per job (lines stripped, as A1111 does); ValueError for
+    a file that is not UTF-8 text."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"Upload prompt inputs: the file has {len(data)} bytes; a prompt list has at most "
+                         f"{MAX_FILE_BYTES} (4 MiB)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Upload prompt inputs: the file is not UTF-8 text (byte {e.start}: "
+                         f"{data[e.start:e.start + 1]!r})") from None
+    if "\x00" in text:
+        raise ValueError("Upload prompt inputs: the file is not text (it holds NUL bytes)")
+    return "\n".join(line.strip() for line in text.replace("\r\n", "\n").split("\n"))
+
+
 class PromptsFromFile(Script):
     title = "Prompts from file or textbox"
     show = "both"
@@ -153,6 +172,35 @@ class PromptsFromFile(Script):
             Arg("prompt_txt", "List of prompt inputs", "textarea", "",
                 info="One job per line: a prompt, or options such as --prompt \"a cat\" --steps 20 --seed 5"),
         ]
+
+    def ui_extra(self, tab, comps, is_img2img):
+        """A1111's upload: a text file's lines go into the list (the file itself is not an argument); a file
+        that is not text is refused in a message below it."""
+        import gradio as gr
+
+        from modules.ui.scripts_ui import elem_id
+
+        return {"file": gr.File(label="Upload prompt inputs", type="binary", elem_id=elem_id(tab, self, "file")),
+                "file_error": gr.HTML("", visible=False, elem_id=elem_id(tab, self, "file_error"))}
+
+    def ui_wire(self, tab, comps, is_img2img):
+        import html
+
+        import gradio as gr
+
+        def load(data):
+            if data is None:
+                return gr.update(), gr.update(), gr.update()
+            try:
+                text = read_prompt_file(data)
+            except ValueError as e:   # the list keeps what it had
+                return None, gr.update(), gr.update(visible=True, value=f'<div class="sdw-error">{html.escape(str(e))}</div>')
+            return None, text, gr.update(visible=False, value="")
+
+        if "file" in comps and "file_error" in comps:
+            comps["file"].upload(load, inputs=[comps["file"]], outputs=[comps["file"], comps["prompt_txt"],
+                                                                        comps["file_error"]],
+                                 queue=False, show_progress="hidden")
 
     def line_job(self, job, options: dict, seed: int, position: str):
         """(request, checkpoint) of one line: the request with the line's options over it."""

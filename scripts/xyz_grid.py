@@ -415,6 +415,18 @@ def axis_choices(axis: Axis, app) -> list | None:
     return list(axis.choices(app)) if axis.choices is not None else None
 
 
+def fill_values(app, is_img2img: bool, label: str, csv_mode: bool) -> tuple[str | None, list | None]:
+    """A1111's fill button: every choice of an axis, as text in csv mode or as the dropdown's values
+    otherwise; (None, None) for an axis without choices (nothing changes)."""
+    try:
+        choices = axis_choices(find_axis(label, is_img2img), app)
+    except ValueError:
+        choices = None
+    if not choices:
+        return None, None
+    return (csv_string(choices), None) if csv_mode else (None, choices)
+
+
 def select_axis(app, is_img2img: bool, label: str, text: str, picked: list, csv_mode: bool):
     """A1111's switch between the text box and the dropdown of an axis's values: (text shown, text,
     choices or None, dropdown shown, picked); values move across, kept where they are choices."""
@@ -445,6 +457,9 @@ class Plan:
     labels: list[str] = field(default_factory=list)
 
 
+SWAPS = (("x", "y"), ("y", "z"), ("x", "z"))   # A1111's swap buttons, in its order
+
+
 class XYZPlot(Script):
     title = TITLE
     show = "both"
@@ -469,21 +484,73 @@ class XYZPlot(Script):
                 Arg("csv_mode", "Use text inputs instead of dropdowns", "checkbox", False)]
         return out
 
+    def ui_extra(self, tab, comps, is_img2img):
+        """A1111's buttons: fill an axis with all its choices (shown for axes that have them), swap axes."""
+        import gradio as gr
+
+        from modules.ui.scripts_ui import elem_id
+
+        out = {}
+        with gr.Row():
+            for n in "xyz":
+                out[f"fill_{n}"] = gr.Button(f"Fill {n.upper()} values", size="sm", visible=False,
+                                             elem_id=elem_id(tab, self, f"fill_{n}"))
+        with gr.Row():
+            for a, b in SWAPS:
+                out[f"swap_{a}{b}"] = gr.Button(f"Swap {a.upper()}/{b.upper()} axes", size="sm",
+                                                elem_id=elem_id(tab, self, f"swap_{a}{b}"))
+        return out
+
     def ui_wire(self, tab, comps, is_img2img):
         import gradio as gr
 
         app = getattr(tab, "app", None)
 
-        def change(label, text, picked, csv_mode):
+        def updates(label, text, picked, csv_mode):
             shown, text, choices, dd_shown, picked = select_axis(app, is_img2img, label, text, picked or [], csv_mode)
             dd = gr.update(visible=dd_shown, value=picked) if choices is None else \
                 gr.update(choices=choices, visible=dd_shown, value=picked)
-            return gr.update(visible=shown, value=text), dd
+            return gr.update(visible=shown, value=text), dd, gr.update(visible=choices is not None)
+
+        def change(label, text, picked, csv_mode):
+            return updates(label, text, picked, csv_mode)[:2]
+
+        def change_with_fill(label, text, picked, csv_mode):
+            return updates(label, text, picked, csv_mode)
+
+        def fill(label, csv_mode):
+            text, picked = fill_values(app, is_img2img, label, csv_mode)
+            return (gr.update() if text is None else gr.update(value=text),
+                    gr.update() if picked is None else gr.update(value=picked))
+
+        def swap_values(t1, v1, d1, t2, v2, d2, csv_mode):
+            return (*updates(t2, v2, d2, csv_mode)[:2], *updates(t1, v1, d1, csv_mode)[:2])
+
+        def swap_types(t1, t2):
+            return t2, t1
 
         for n in "xyz":
             ins = [comps[f"{n}_type"], comps[f"{n}_values"], comps[f"{n}_values_dropdown"], comps["csv_mode"]]
+            fill_button = comps.get(f"fill_{n}")
+            outs = ins[1:3] + ([fill_button] if fill_button is not None else [])
             for source in (comps[f"{n}_type"], comps["csv_mode"]):
-                source.change(change, inputs=ins, outputs=ins[1:3], queue=False, show_progress="hidden")
+                source.change(change_with_fill if fill_button is not None else change, inputs=ins, outputs=outs,
+                              queue=False, show_progress="hidden")
+            if fill_button is not None:
+                fill_button.click(fill, inputs=[comps[f"{n}_type"], comps["csv_mode"]], outputs=ins[1:3],
+                                  queue=False, show_progress="hidden")
+        for a, b in SWAPS:
+            button = comps.get(f"swap_{a}{b}")
+            if button is None:
+                continue
+            axes = [comps[f"{n}_{part}"] for n in (a, b) for part in ("type", "values", "values_dropdown")]
+            values = [comps[f"{n}_{part}"] for n in (a, b) for part in ("values", "values_dropdown")]
+            types = [comps[f"{a}_type"], comps[f"{b}_type"]]
+            # the values first, then (a round trip later) the types: setting a type fires its change event,
+            # which reads the values and must find them swapped already
+            button.click(swap_values, inputs=[*axes, comps["csv_mode"]], outputs=values, queue=False,
+                         show_progress="hidden").then(swap_types, inputs=types, outputs=types, queue=False,
+                                                      show_progress="hidden")
 
     # -- run ------------------------------------------------------------------------------------
     def run(self, job, a):

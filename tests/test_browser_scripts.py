@@ -83,6 +83,31 @@ def make_plot(pg, texts):
         set_number(pg, f"txt2img_{dim}", 64)
 
 
+def axis(pg, n):
+    """(type, typed values or None when hidden, the dropdown's text or None when hidden) of an axis."""
+    kind = pg.locator(f"{XYZ}_{n}_type input[role=combobox]").first.input_value()
+    text = pg.locator(f"{XYZ}_{n}_values textarea, {XYZ}_{n}_values input").first
+    dd = pg.locator(f"{XYZ}_{n}_values_dropdown")
+    return (kind, text.input_value() if text.is_visible() else None,
+            dd.inner_text() if dd.is_visible() else None)
+
+
+def swap_and_back(pg, texts):
+    """Swap X/Y moves type, values and the dropdown's choices across; swapping again restores them."""
+    T = lambda s: texts.get(s, s)  # noqa: E731
+    pg.locator(f"{XYZ}_swap_xy").click()
+    pg.wait_for_timeout(800)
+    x, y = axis(pg, "x"), axis(pg, "y")
+    assert (x[0], x[1], x[2]) == (T("CFG Scale"), "3, 7", None)
+    assert y[0] == T("Sampler") and y[1] is None and "Euler a" in y[2] and "DDIM" in y[2]
+    assert pg.locator(f"{XYZ}_fill_y").is_visible() and not pg.locator(f"{XYZ}_fill_x").is_visible()
+    pg.locator(f"{XYZ}_swap_xy").click()
+    pg.wait_for_timeout(800)
+    x, y = axis(pg, "x"), axis(pg, "y")
+    assert x[0] == T("Sampler") and x[1] is None and "Euler a" in x[2] and "DDIM" in x[2]
+    assert (y[0], y[1], y[2]) == (T("CFG Scale"), "3, 7", None)
+
+
 def wait_done(pg, timeout_s=240):
     pg.locator("#txt2img_gallery img").first.wait_for(state="visible", timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
@@ -130,6 +155,7 @@ def test_xyz_plot_in_english_and_chinese(server, browser):
     pg.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
 
     make_plot(pg, {})
+    swap_and_back(pg, {})
     t0 = time.time()
     pg.locator("#txt2img_generate").click()
     wait_done(pg)
@@ -153,6 +179,7 @@ def test_xyz_plot_in_english_and_chinese(server, browser):
     pg.wait_for_timeout(800)
     before = len(list((data / "outputs" / "txt2img-grids").rglob("*.png")))
     make_plot(pg, ZH)
+    swap_and_back(pg, ZH)
     assert pg.get_by_text(ZH["Script"], exact=True).count() > 0
     pg.locator("#txt2img_generate").click()
     deadline = time.time() + 240
@@ -166,5 +193,38 @@ def test_xyz_plot_in_english_and_chinese(server, browser):
     pg.locator("#language_toggle").get_by_text("English", exact=True).click()
     pg.get_by_role("tab", name="txt2img", exact=True).first.wait_for(state="visible", timeout=60_000)
     assert core.opts.get("localization") == "None"
+    assert errors == []
+    ctx.close()
+
+
+def test_prompts_from_file_upload_fills_the_list(server, browser, tmp_path):
+    """A1111's upload: the file's lines go into the list; a file that is not text is refused with a message
+    and the list keeps what it had."""
+    url, _, _ = server
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    pg.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
+    pick(pg, "#txt2img_script_list", "Prompts from file or textbox")
+    prefix = "#txt2img_script_prompts_from_file_or_textbox"
+    box = pg.locator(f"{prefix}_prompt_txt textarea")
+    box.wait_for(state="visible")
+    good = tmp_path / "prompts.txt"
+    good.write_bytes(b'a red circle  \r\n--prompt "a blue square" --steps 4\r\n')
+    pg.locator(f"{prefix}_file input[type=file]").set_input_files(str(good))
+    pg.wait_for_function(f"() => document.querySelector('{prefix}_prompt_txt textarea').value.includes('blue')")
+    assert box.input_value() == 'a red circle\n--prompt "a blue square" --steps 4\n'
+    bad = tmp_path / "picture.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    pg.locator(f"{prefix}_file input[type=file]").set_input_files(str(bad))
+    message = pg.locator(f"{prefix}_file_error")
+    message.wait_for(state="visible")
+    assert message.inner_text().strip() == "Upload prompt inputs: the file is not UTF-8 text (byte 0: b'\\x89')"
+    assert box.input_value() == 'a red circle\n--prompt "a blue square" --steps 4\n'
+    pg.locator(f"{prefix}_file input[type=file]").set_input_files(str(good))   # a good file again clears it
+    message.wait_for(state="hidden")
     assert errors == []
     ctx.close()

@@ -180,6 +180,42 @@ def test_prompts_from_file_line_options(env):
 # Loopback
 
 
+def test_prompts_from_file_upload_reads_the_lines_or_refuses_a_file_that_is_not_text(env):
+    import types
+
+    import gradio as gr
+
+    from modules.ui import scripts_ui
+
+    app, _ = env
+    mod = script_module(app, "prompts from file or textbox")
+    assert mod.read_prompt_file("\ufeffa cat  \r\n --steps 4\nlast".encode()) == "a cat\n--steps 4\nlast"
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 1: b'\\xff'\)"):
+        mod.read_prompt_file(b"a\xff")
+    with pytest.raises(ValueError, match="NUL bytes"):
+        mod.read_prompt_file(b"a\x00b")
+    with pytest.raises(ValueError, match="at most 4194304"):
+        mod.read_prompt_file(b"a" * (4 * 1024 * 1024 + 1))
+
+    script = app.scripts.find("prompts from file or textbox")
+    tab = types.SimpleNamespace(app=app, name="img2img")
+    with gr.Blocks() as demo:
+        comps = {a.name: scripts_ui.control(app, a, f"t_{a.name}", True) for a in script.args(True)}
+        extra = script.ui_extra(tab, comps, True)
+        comps.update(extra)
+        script.ui_wire(tab, comps, True)
+    assert list(script.defaults(True)) == ["checkbox_iterate", "checkbox_iterate_batch", "prompt_position",
+                                           "prompt_txt"]   # the upload is no argument: A1111's four positions
+    assert extra["file"].elem_id == "img2img_script_prompts_from_file_or_textbox_file"
+    (load,) = demo.fns.values()
+    assert load.outputs == [comps["file"], comps["prompt_txt"], comps["file_error"]]
+    cleared, text, message = load.fn(b"one\ntwo\n")
+    assert (cleared, text, message["visible"]) == (None, "one\ntwo\n", False)
+    cleared, text, message = load.fn(b"\x89PNG")
+    assert cleared is None and text == gr.update() and message["visible"] is True
+    assert "the file is not UTF-8 text" in message["value"] and 'class="sdw-error"' in message["value"]
+
+
 @pytest.fixture(scope="module")
 def init_image():
     im = Image.new("RGB", (64, 64), "white")

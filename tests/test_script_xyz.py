@@ -194,7 +194,7 @@ def test_values_move_between_text_and_dropdown(xyz_mod):
     assert sel(None, False, "Steps", "1-3", [], False) == (True, "1-3", None, False, [])
 
 
-def test_ui_wire_switches_values_controls(xyz_mod):
+def test_ui_wire_switches_values_controls_fills_and_swaps(xyz_mod):
     import types
 
     import gradio as gr
@@ -202,15 +202,58 @@ def test_ui_wire_switches_values_controls(xyz_mod):
     from modules.ui import scripts_ui
 
     script = xyz_mod.XYZPlot()
+    tab = types.SimpleNamespace(app=None, name="txt2img")
     with gr.Blocks() as demo:
         comps = {a.name: scripts_ui.control(None, a, f"t_{a.name}", False) for a in script.args(False)}
-        script.ui_wire(types.SimpleNamespace(app=None, name="txt2img"), comps, False)
+        extra = script.ui_extra(tab, comps, False)
+        comps.update(extra)
+        script.ui_wire(tab, comps, False)
+    assert sorted(extra) == ["fill_x", "fill_y", "fill_z", "swap_xy", "swap_xz", "swap_yz"]
+    assert [extra[f"swap_{p}"].value for p in ("xy", "yz", "xz")] == ["Swap X/Y axes", "Swap Y/Z axes",
+                                                                       "Swap X/Z axes"]
+    assert extra["swap_xy"].elem_id == "txt2img_script_x_y_z_plot_swap_xy"
     events = list(demo.fns.values())
-    assert len(events) == 6   # each type dropdown and the csv checkbox, for the three axes
-    text, dd = events[0].fn("Sampler", "Euler a, DDIM", [], False)
+    # each type dropdown and the csv checkbox for the three axes, the three fill buttons, and each swap
+    # button's two steps
+    assert len(events) == 6 + 3 + 3 * 2
+    text, dd, fill = events[0].fn("Sampler", "Euler a, DDIM", [], False)
     assert (text["visible"], text["value"], dd["visible"], dd["value"]) == (False, "", True, ["Euler a", "DDIM"])
-    text, dd = events[0].fn("Steps", "1-3", [], False)
-    assert (text["visible"], text["value"], dd["visible"]) == (True, "1-3", False)
+    assert fill["visible"] is True   # a sampler axis can be filled
+    text, dd, fill = events[0].fn("Steps", "1-3", [], False)
+    assert (text["visible"], text["value"], dd["visible"], fill["visible"]) == (True, "1-3", False, False)
+
+    fill_x = next(e for e in events if e.inputs and e.inputs[0] is comps["x_type"] and len(e.inputs) == 2)
+    samplers = xyz_mod.axis_choices(xyz_mod.find_axis("Sampler", False), None)
+    text, dd = fill_x.fn("Sampler", False)
+    assert dd["value"] == samplers and "value" not in text
+    text, dd = fill_x.fn("Sampler", True)   # csv mode: the text box, as A1111's csv writer joins them
+    assert text["value"] == xyz_mod.csv_string(samplers) and "value" not in dd
+    assert fill_x.fn("Steps", False) == (gr.update(), gr.update())
+
+    # swapping X and Y: first the values (with the choices of the type each axis gets), then the types,
+    # whose change events then read the values already swapped
+    swap_values, swap_types = events[-6], events[-5]
+    assert [c.elem_id for c in swap_values.inputs] == [f"t_{n}_{p}" for n in "xy" for p in
+                                                        ("type", "values", "values_dropdown")] + ["t_csv_mode"]
+    assert [c.elem_id for c in swap_values.outputs] == ["t_x_values", "t_x_values_dropdown", "t_y_values",
+                                                         "t_y_values_dropdown"]
+    out = swap_values.fn("Sampler", "", ["Euler a", "DDIM"], "CFG Scale", "3, 7", [], False)
+    assert out[0]["value"] == "3, 7" and out[0]["visible"] is True and out[1]["visible"] is False
+    assert out[2]["visible"] is False
+    assert out[3]["value"] == ["Euler a", "DDIM"] and out[3]["visible"] is True and out[3]["choices"] == samplers
+    assert [c.elem_id for c in swap_types.outputs] == ["t_x_type", "t_y_type"]
+    assert swap_types.fn("Sampler", "CFG Scale") == ("CFG Scale", "Sampler")
+    assert [c.elem_id for c in events[-4].outputs] == ["t_y_values", "t_y_values_dropdown", "t_z_values",
+                                                        "t_z_values_dropdown"]   # Y/Z, then X/Z
+    assert [c.elem_id for c in events[-1].outputs] == ["t_x_type", "t_z_type"]
+
+
+def test_fill_values(xyz_mod):
+    samplers = xyz_mod.axis_choices(xyz_mod.find_axis("Sampler", False), None)
+    assert xyz_mod.fill_values(None, False, "Sampler", False) == (None, samplers)
+    assert xyz_mod.fill_values(None, False, "Sampler", True) == (xyz_mod.csv_string(samplers), None)
+    assert xyz_mod.fill_values(None, False, "CFG Scale", False) == (None, None)
+    assert xyz_mod.fill_values(None, False, "no such axis", True) == (None, None)
 
 
 # ---------------------------------------------------------------------------

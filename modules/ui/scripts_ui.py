@@ -50,12 +50,27 @@ def control(app, arg: scripts_mod.Arg, elem_id: str, is_img2img: bool):
     return gr.Textbox(value=arg.default or "", lines=1, max_lines=1, **kw)
 
 
+def elem_id(tab, script: scripts_mod.Script, name: str) -> str:
+    """The HTML id of a script's control: ``<tab>_script_<title slug>_<name>``."""
+    return f"{tab.name}_script_{_slug(script.title)}_{name}"
+
+
 def _build_args(tab, app, script: scripts_mod.Script, is_img2img: bool) -> dict:
     comps = {}
     for arg in script.args(is_img2img):
-        comp = control(app, arg, f"{tab.name}_script_{_slug(script.title)}_{arg.name}", is_img2img)
+        comp = control(app, arg, elem_id(tab, script, arg.name), is_img2img)
         comps[arg.name] = comp
         tab.add(key(script, arg), comp, field=arg.is_input)
+    try:
+        extra = script.ui_extra(tab, comps, is_img2img) or {}
+    except Exception as e:  # noqa: BLE001 - a script's extra controls must not break the page
+        app.scripts.report(script.source, f"script '{script.title}' ui_extra", e)
+        extra = {}
+    clash = set(extra) & set(comps)
+    if clash:
+        app.scripts.report(script.source, f"script '{script.title}' ui_extra",
+                           ValueError(f"names already taken by arguments: {', '.join(sorted(clash))}"))
+    comps.update({k: v for k, v in extra.items() if k not in clash})
     return comps
 
 
