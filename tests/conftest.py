@@ -21,6 +21,15 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, for a browser test module (which calls require_chromium)."""
+    from tests.browser_support import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
 def sd1():
     """Tiny random SD 1.x components (seed 0)."""
     from testing.tiny_models import build_tiny_components

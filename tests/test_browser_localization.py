@@ -11,7 +11,7 @@ import re
 import pytest
 
 from modules.paths import ROOT
-from tests.browser_support import chromium, require_chromium, serve
+from tests.browser_support import require_chromium, serve
 
 OUT = ROOT / "test-output"
 
@@ -59,12 +59,6 @@ def server_url(tmp_path_factory):
         localization.register(server, core)
     with serve(server) as url:
         yield url, core
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import chromium, require_chromium, serve
+from tests.browser_support import require_chromium, serve
 
 OUT = ROOT / "test-output"
 MODEL = ROOT / "models" / "Stable-diffusion" / "sd-shapes-64.safetensors"
@@ -39,12 +39,6 @@ def server(tmp_path_factory):
     with serve(webui.create_server(core)) as url:
         yield url, core, data
     core.queue.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def pick(pg, selector, option):

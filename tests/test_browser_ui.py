@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import chromium, require_chromium, serve
+from tests.browser_support import require_chromium, serve
 
 OUT = ROOT / "test-output"
 TIMEOUT_MS = 60_000
@@ -36,12 +36,6 @@ def server(tmp_path_factory):
     with serve(webui.create_server(core)) as url:
         yield url, core, data
     core.queue.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def open_page(browser, url):
