@@ -51,6 +51,19 @@ def chromium():
             b.close()
 
 
+def open_page(browser, url: str, height: int = 1000, timeout_ms: int = 60_000):
+    """A fresh page (in a context of its own, 1400 px wide) on the app, loaded: the page's load events (model
+    list, current settings) have run.  Returns (the context, the page, the list its script errors go into)."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": height})
+    page = ctx.new_page()
+    page.set_default_timeout(timeout_ms)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
+    return ctx, page, errors
+
+
 def require_chromium(packages: str = "chromium") -> None:
     """Skip the calling test module (at its import) without playwright or Debian's chromium."""
     import shutil

@@ -25,3 +25,21 @@ def files(data: Path, folder: str) -> set[Path]:
 def script_module(app, name: str):
     """The module a loaded script (found by name) came from."""
     return sys.modules[type(app.scripts.find(name)).__module__]
+
+
+def wired_ui(script, app, tab_name: str, is_img2img: bool):
+    """A script's controls, its ui_extra controls and its events in a gr.Blocks of their own, the way the tab
+    makes them (elem ids ``t_<name>``): (the Blocks, every component by name, the ui_extra ones)."""
+    import types
+
+    import gradio as gr
+
+    from modules.ui import scripts_ui
+
+    tab = types.SimpleNamespace(app=app, name=tab_name)
+    with gr.Blocks() as demo:
+        comps = {a.name: scripts_ui.control(app, a, f"t_{a.name}", is_img2img) for a in script.args(is_img2img)}
+        extra = script.ui_extra(tab, comps, is_img2img)
+        comps.update(extra)
+        script.ui_wire(tab, comps, is_img2img)
+    return demo, comps, extra

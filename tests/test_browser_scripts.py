@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import require_chromium, serve
+from tests.browser_support import open_page, require_chromium, serve
 
 OUT = ROOT / "test-output"
 MODEL = ROOT / "models" / "Stable-diffusion" / "sd-shapes-64.safetensors"
@@ -140,13 +140,7 @@ def check_grid(core, path):
 def test_xyz_plot_in_english_and_chinese(server, browser):
     url, core, data = server
     OUT.mkdir(exist_ok=True)
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(url)
-    pg.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
+    ctx, pg, errors = open_page(browser, url, height=1200)
 
     make_plot(pg, {})
     swap_and_back(pg, {})
@@ -195,13 +189,7 @@ def test_prompts_from_file_upload_fills_the_list(server, browser, tmp_path):
     """A1111's upload: the file's lines go into the list; a file that is not text is refused with a message
     and the list keeps what it had."""
     url, _, _ = server
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
-    pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(url)
-    pg.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
+    ctx, pg, errors = open_page(browser, url, height=1200)
     pick(pg, "#txt2img_script_list", "Prompts from file or textbox")
     prefix = "#txt2img_script_prompts_from_file_or_textbox"
     box = pg.locator(f"{prefix}_prompt_txt textarea")

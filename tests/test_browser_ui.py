@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import require_chromium, serve
+from tests.browser_support import open_page, require_chromium, serve
 
 OUT = ROOT / "test-output"
 TIMEOUT_MS = 60_000
@@ -38,14 +38,9 @@ def server(tmp_path_factory):
     core.queue.stop()
 
 
-def open_page(browser, url):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = ctx.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url)
-    page.wait_for_selector("#txt2img_generate")
-    # the page's load events (model list, current settings) have run
-    page.wait_for_function("() => document.body.dataset.webuiLoaded === 'true'")
+def loaded_page(browser, url):
+    _, page, _ = open_page(browser, url, timeout_ms=TIMEOUT_MS)
+    assert page.locator("#txt2img_generate").is_visible()
     assert page.locator("#setting_sd_model_checkpoint input").input_value().startswith("tiny.safetensors [")
     return page
 
@@ -105,7 +100,7 @@ def test_generate_shows_image_and_writes_png(server, browser):
     from modules import images
 
     before = set(outputs(data))
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#txt2img_prompt textarea").fill("a red cat")
     wait_text(page, "txt2img_token_counter", "3/75")
     set_small(page, seed=7)
@@ -129,7 +124,7 @@ def test_generate_shows_image_and_writes_png(server, browser):
 
 def test_send_to_inpaint_and_paint_a_mask(server, browser):
     url, core, data = server
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#txt2img_prompt textarea").fill("a boat")
     set_small(page, steps=3, seed=5)
     page.locator("#txt2img_generate").click()
@@ -165,7 +160,7 @@ def test_send_to_inpaint_and_paint_a_mask(server, browser):
 
 def test_interrupt_stops_a_long_job(server, browser):
     url, core, data = server
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#txt2img_prompt textarea").fill("a very long job")
     set_small(page, steps=150, seed=3)
     set_number(page, "txt2img_batch_count", 3)
@@ -182,7 +177,7 @@ def test_interrupt_stops_a_long_job(server, browser):
 
 def test_reload_reconnects_to_the_running_job(server, browser):
     url, core, data = server
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#txt2img_prompt textarea").fill("survives a reload")
     set_small(page, steps=60, seed=11)
     page.locator("#txt2img_generate").click()
@@ -207,7 +202,7 @@ def test_pnginfo_fills_txt2img(server, browser, tmp_path):
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"this is no PNG")
 
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#tab_pnginfo-button").click()
     # a file that is no image: a readable error, and the tab keeps working
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(bad))
@@ -245,7 +240,7 @@ def test_inpaint_upload_wrong_mask_size_is_an_error(server, browser, tmp_path):
     base, mask = tmp_path / "base.png", tmp_path / "mask.png"
     Image.new("RGB", (64, 64), "red").save(base)
     Image.new("L", (32, 32), 255).save(mask)
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#tab_img2img-button").click()
     screenshot(page, "img2img")
     page.locator("#img2img_inpaint_upload_tab-button").click()
@@ -272,7 +267,7 @@ def test_settings_persist_across_restart(server, browser):
     from modules import cmd_args
     from modules.app import App
 
-    page = open_page(browser, url)
+    page = loaded_page(browser, url)
     page.locator("#tab_settings-button").click()
     box = page.locator("#setting_jpeg_quality input[type=number]")
     box.wait_for(state="visible")
@@ -294,7 +289,7 @@ def test_settings_persist_across_restart(server, browser):
 
 def test_two_pages_each_get_their_own_result(server, browser):
     url, core, data = server
-    first, second = open_page(browser, url), open_page(browser, url)
+    first, second = loaded_page(browser, url), loaded_page(browser, url)
     for page, prompt, seed in ((first, "first page", 21), (second, "second page", 22)):
         page.locator("#txt2img_prompt textarea").fill(prompt)
         set_small(page, steps=30, seed=seed)

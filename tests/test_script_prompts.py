@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from modules import cmd_args, images
 from modules.engine import GenerationRequest, RequestError
 from modules.infotext import parse_generation_parameters
-from tests.script_support import arr, files, same, script_module
+from tests.script_support import arr, files, same, script_module, wired_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(steps=4, width=64, height=64, cfg_scale=7.0)
@@ -181,11 +181,7 @@ def test_prompts_from_file_line_options(env):
 
 
 def test_prompts_from_file_upload_reads_the_lines_or_refuses_a_file_that_is_not_text(env):
-    import types
-
     import gradio as gr
-
-    from modules.ui import scripts_ui
 
     app, _ = env
     mod = script_module(app, "prompts from file or textbox")
@@ -198,12 +194,7 @@ def test_prompts_from_file_upload_reads_the_lines_or_refuses_a_file_that_is_not_
         mod.read_prompt_file(b"a" * (4 * 1024 * 1024 + 1))
 
     script = app.scripts.find("prompts from file or textbox")
-    tab = types.SimpleNamespace(app=app, name="img2img")
-    with gr.Blocks() as demo:
-        comps = {a.name: scripts_ui.control(app, a, f"t_{a.name}", True) for a in script.args(True)}
-        extra = script.ui_extra(tab, comps, True)
-        comps.update(extra)
-        script.ui_wire(tab, comps, True)
+    demo, comps, extra = wired_ui(script, app, "img2img", True)
     assert list(script.defaults(True)) == ["checkbox_iterate", "checkbox_iterate_batch", "prompt_position",
                                            "prompt_txt"]   # the upload is no argument: A1111's four positions
     assert extra["file"].elem_id == "img2img_script_prompts_from_file_or_textbox_file"

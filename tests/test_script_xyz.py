@@ -16,7 +16,7 @@ from modules import cmd_args, engine, grid_labels, images, scripts
 from modules.engine import GenerationRequest
 from modules.grid_labels import Label
 from modules.infotext import parse_generation_parameters
-from tests.script_support import arr, files, same
+from tests.script_support import arr, files, same, wired_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(prompt="a red circle", steps=4, width=64, height=64, seed=1)
@@ -195,19 +195,9 @@ def test_values_move_between_text_and_dropdown(xyz_mod):
 
 
 def test_ui_wire_switches_values_controls_fills_and_swaps(xyz_mod):
-    import types
-
     import gradio as gr
 
-    from modules.ui import scripts_ui
-
-    script = xyz_mod.XYZPlot()
-    tab = types.SimpleNamespace(app=None, name="txt2img")
-    with gr.Blocks() as demo:
-        comps = {a.name: scripts_ui.control(None, a, f"t_{a.name}", False) for a in script.args(False)}
-        extra = script.ui_extra(tab, comps, False)
-        comps.update(extra)
-        script.ui_wire(tab, comps, False)
+    demo, comps, extra = wired_ui(xyz_mod.XYZPlot(), None, "txt2img", False)
     assert sorted(extra) == ["fill_x", "fill_y", "fill_z", "swap_xy", "swap_xz", "swap_yz"]
     assert [extra[f"swap_{p}"].value for p in ("xy", "yz", "xz")] == ["Swap X/Y axes", "Swap Y/Z axes",
                                                                        "Swap X/Z axes"]
