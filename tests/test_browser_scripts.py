@@ -86,20 +86,42 @@ def axis(pg, n):
             dd.inner_text() if dd.is_visible() else None)
 
 
+def settled(check, timeout_s=30):
+    """Poll ``check`` (which asserts) until it passes; the page's change events take a round trip each."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def swap_and_back(pg, texts):
     """Swap X/Y moves type, values and the dropdown's choices across; swapping again restores them."""
     T = lambda s: texts.get(s, s)  # noqa: E731
+
+    def swapped():
+        x, y = axis(pg, "x"), axis(pg, "y")
+        assert (x[0], x[1], x[2]) == (T("CFG Scale"), "3, 7", None)
+        assert y[0] == T("Sampler") and y[1] is None and "Euler a" in y[2] and "DDIM" in y[2]
+        assert pg.locator(f"{XYZ}_fill_y").is_visible() and not pg.locator(f"{XYZ}_fill_x").is_visible()
+
+    def back():
+        x, y = axis(pg, "x"), axis(pg, "y")
+        assert x[0] == T("Sampler") and x[1] is None and "Euler a" in x[2] and "DDIM" in x[2]
+        assert (y[0], y[1], y[2]) == (T("CFG Scale"), "3, 7", None)
+        assert pg.locator(f"{XYZ}_fill_x").is_visible() and not pg.locator(f"{XYZ}_fill_y").is_visible()
+
     pg.locator(f"{XYZ}_swap_xy").click()
-    pg.wait_for_timeout(800)
-    x, y = axis(pg, "x"), axis(pg, "y")
-    assert (x[0], x[1], x[2]) == (T("CFG Scale"), "3, 7", None)
-    assert y[0] == T("Sampler") and y[1] is None and "Euler a" in y[2] and "DDIM" in y[2]
-    assert pg.locator(f"{XYZ}_fill_y").is_visible() and not pg.locator(f"{XYZ}_fill_x").is_visible()
+    settled(swapped)
+    pg.wait_for_timeout(500)   # and it stays so (no late event undoes it)
+    swapped()
     pg.locator(f"{XYZ}_swap_xy").click()
-    pg.wait_for_timeout(800)
-    x, y = axis(pg, "x"), axis(pg, "y")
-    assert x[0] == T("Sampler") and x[1] is None and "Euler a" in x[2] and "DDIM" in x[2]
-    assert (y[0], y[1], y[2]) == (T("CFG Scale"), "3, 7", None)
+    settled(back)
+    pg.wait_for_timeout(500)
+    back()
 
 
 def wait_done(pg, timeout_s=240):
