@@ -220,11 +220,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     from modules.file_readers import FileReadError, load_pickle
 
-    name = path.name
     try:
         obj = load_pickle(path)
     except FileReadError as e:
-        raise ModelFormatError(f"{name}: {e}") from None
+        raise ModelFormatError(f"{path.name}: {e}") from None
+    return state_dict_of(obj, path.name)
+
+
+def state_dict_of(obj, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of what a checkpoint pickle held (its ``state_dict`` entry unwrapped, non-tensors dropped)."""
     for _ in range(3):
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]

@@ -12,7 +12,6 @@ import difflib
 import logging
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,32 +86,102 @@ _DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "
            "BOOL": torch.bool}
 
 
-def probe_checkpoint(path: Path):
-    """Check a file without loading its tensors; return its ModelSpec (None if unknown yet) or raise ModelLoadError."""
+def _meta_tensors(header: dict) -> dict[str, torch.Tensor]:
+    """Shape-only (meta device) tensors for the entries of a checked .safetensors header."""
+    try:
+        return {k: torch.empty(v["shape"], dtype=_DTYPES.get(v["dtype"], torch.float32), device="meta")
+                for k, v in header.items() if k != "__metadata__"}
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+        raise ModelLoadError(f"a tensor's shape cannot be used ({e})") from None
+
+
+def _pickle_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .ckpt/.pt file, read as listing reads them: with ``torch.load(weights_only=True)`` (a
+    pickle that would run code is refused, never run) and, for the zip format, memory-mapped (no weights
+    read; the old format, which torch cannot map, is read whole)."""
+    from modules import model_formats
+    from modules.file_readers import FileReadError, load_pickle, pickle_kind
+
+    kind = pickle_kind(path)
+    if not kind:
+        raise ModelLoadError("not a PyTorch checkpoint (neither a zip archive nor a pickle torch.save wrote); "
+                             "the file may be truncated, or it is a bare pickle, which is refused because "
+                             "loading one would run whatever code it carries")
+    try:
+        obj = load_pickle(path, mmap=kind == "zip")
+        return model_formats.state_dict_of(obj, path.name)
+    except FileReadError as e:
+        raise ModelLoadError(str(e)) from None
+    except model_formats.ModelFormatError as e:
+        raise ModelLoadError(str(e).removeprefix(f"{path.name}: ")) from None
+
+
+def _detect(path: Path, tensors: dict, metadata: dict):
+    """The ModelSpec of a file's tensors; any failure (however odd the shapes) is a ModelLoadError."""
     from modules import model_formats
 
+    try:
+        return model_formats.detect_architecture(tensors, metadata=metadata, sidecar=_config_beside(path))
+    except model_formats.ModelFormatError as e:
+        raise ModelLoadError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - hostile shapes can break detection anywhere
+        raise ModelLoadError(f"not a usable checkpoint: its tensors do not have the shapes of any model this "
+                             f"program knows ({type(e).__name__}: {e})") from None
+
+
+def probe_checkpoint(path: Path):
+    """Check a file without loading its weights; return its ModelSpec (None if unknown yet) or raise ModelLoadError."""
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ModelLoadError("folder has no model_index.json (not a diffusers model folder)")
+            raise ModelLoadError("is a folder, not a model file, and not a diffusers model folder either "
+                                 "(it has no model_index.json)")
         return None
     if path.suffix == ".safetensors":
         header = _safetensors_header(path)
-        meta = header.pop("__metadata__", None) or {}
-        sd = {k: torch.empty(v["shape"], dtype=_DTYPES.get(v["dtype"], torch.float32), device="meta")
-              for k, v in header.items()}
-        try:
-            spec = model_formats.detect_architecture(sd, metadata=meta, sidecar=_config_beside(path))
-        except model_formats.ModelFormatError as e:
-            raise ModelLoadError(str(e)) from None
-        return spec
+        meta = header.get("__metadata__") or {}
+        return _detect(path, _meta_tensors(header), meta)
     if path.suffix == ".ckpt":
-        if not zipfile.is_zipfile(path):
-            # old (pre-1.6) torch pickles are not zip files; they are rare; defer to load time
-            with open(path, "rb") as f:
-                if f.read(2) != b"\x80\x02":
-                    raise ModelLoadError("not a PyTorch checkpoint (neither a zip archive nor a pickle); the file may be truncated")
-        return None
+        return _detect(path, _pickle_tensors(path), {})
     raise ModelLoadError(f"unsupported file type {path.suffix}")
+
+
+def probe_vae(path: Path) -> None:
+    """Check a VAE file as listing does (its header or weights_only pickle, and that it has encoder and
+    decoder weights); raise ModelLoadError saying what is wrong."""
+    if path.is_dir():
+        raise ModelLoadError("is a folder, not a VAE file")
+    if path.suffix == ".safetensors":
+        keys = [k for k in _safetensors_header(path) if k != "__metadata__"]
+    else:
+        keys = list(_pickle_tensors(path))
+    for prefix in ("first_stage_model.", "vae."):
+        if any(k.startswith(prefix) for k in keys):
+            keys = [k[len(prefix):] for k in keys if k.startswith(prefix)]
+            break
+    if not any(k.startswith("encoder.") for k in keys) or not any(k.startswith("decoder.") for k in keys):
+        raise ModelLoadError(f"not a VAE file (no encoder./decoder. weights; {len(keys)} tensors)")
+
+
+def _checked(bad: list[BadFile], path: Path, probe):
+    """probe(), or None with ``BadFile(path, reason)`` added to ``bad`` and a log line, whatever goes wrong."""
+    try:
+        return probe()
+    except ModelLoadError as e:
+        reason = str(e)
+    except OSError as e:
+        reason = f"cannot read the file: {e.strerror or e}"
+    except Exception as e:  # noqa: BLE001 - one hostile file must never stop the listing of the others
+        log.exception("unexpected error while checking %s", path)
+        reason = f"cannot be used: {type(e).__name__}: {e}"
+    bad.append(BadFile(path, reason))
+    log.warning("skipping %s: %s", path, reason)
+    return None
+
+
+def _usable_vae(path: Path) -> bool:
+    """Whether a VAE file not seen by the last listing passes probe_vae (if not: logged, not used)."""
+    bad: list[BadFile] = []
+    return bool(_checked(bad, path, lambda: probe_vae(path) or True))
 
 
 def _config_beside(path: Path) -> dict | None:
@@ -161,6 +230,8 @@ class ModelManager:
 
     # -- listing -----------------------------------------------------------
     def refresh(self) -> list[CheckpointInfo]:
+        """List the checkpoint and VAE folders.  A file that cannot be used, however it is broken, is kept in
+        ``bad_files`` with the reason (and logged); it never stops the listing of the others."""
         with self._list_lock:
             found: dict[str, CheckpointInfo] = {}
             bad: list[BadFile] = []
@@ -168,40 +239,35 @@ class ModelManager:
                 if not root.is_dir():
                     continue
                 for path in _scan(root):
-                    name = path.relative_to(root).as_posix()
-                    try:
-                        spec = probe_checkpoint(path)
-                        sha = self.hash_cache.sha256("checkpoint/" + name, path)
-                    except ModelLoadError as e:
-                        bad.append(BadFile(path, str(e)))
-                        log.warning("skipping %s: %s", path, e)
-                        continue
-                    except OSError as e:
-                        bad.append(BadFile(path, f"cannot read: {e}"))
-                        continue
-                    info = CheckpointInfo(path, name, sha, is_folder=path.is_dir(),
-                                          arch=spec.arch if spec else None,
-                                          native_resolution=int(spec.native_resolution) if spec else None)
-                    found.setdefault(info.title, info)
+                    info = _checked(bad, path, lambda p=path, r=root: self._checkpoint_info(p, r))
+                    if info is not None:
+                        found.setdefault(info.title, info)
             self.checkpoints = dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+            self.vaes = self._scan_vaes(bad)
             self.bad_files = bad
-            self.vaes = self._scan_vaes()
             return list(self.checkpoints.values())
 
-    def _scan_vaes(self) -> dict[str, Path]:
+    def _checkpoint_info(self, path: Path, root: Path) -> CheckpointInfo:
+        name = path.relative_to(root).as_posix()
+        spec = probe_checkpoint(path)
+        sha = self.hash_cache.sha256("checkpoint/" + name, path)
+        return CheckpointInfo(path, name, sha, is_folder=path.is_dir(), arch=spec.arch if spec else None,
+                              native_resolution=int(spec.native_resolution) if spec else None)
+
+    def _scan_vaes(self, bad: list[BadFile] | None = None) -> dict[str, Path]:
         out: dict[str, Path] = {}
+        found = []
         for root in self.paths.vae_dirs:
             if root.is_dir():
-                for p in sorted(root.rglob("*")):
-                    if p.is_file() and p.suffix in VAE_EXTS:
-                        out.setdefault(p.relative_to(root).as_posix(), p)
+                found += [(root, p) for p in sorted(root.rglob("*")) if p.suffix in VAE_EXTS]
         for root in self.paths.ckpt_dirs:  # name.vae.safetensors beside checkpoints
             if root.is_dir():
-                for p in sorted(root.rglob("*.vae.*")):
-                    if p.is_file() and p.suffix in VAE_EXTS:
-                        out.setdefault(p.relative_to(root).as_posix(), p)
+                found += [(root, p) for p in sorted(root.rglob("*.vae.*")) if p.suffix in VAE_EXTS]
+        for root, p in found:
+            name = p.relative_to(root).as_posix()
+            if name not in out and _checked(bad if bad is not None else [], p, lambda q=p: probe_vae(q) or True):
+                out[name] = p
         return out
-
     def titles(self) -> list[str]:
         return list(self.checkpoints)
 
@@ -261,7 +327,7 @@ class ModelManager:
             base = info.filename.with_suffix("") if not info.is_folder else info.filename
             for ext in VAE_EXTS:
                 cand = base.parent / f"{base.name}.vae{ext}"
-                if cand.is_file():
+                if cand.is_file() and (cand in self.vaes.values() or _usable_vae(cand)):
                     return cand.name, cand
             stem = Path(info.name).stem
             for name, p in self.vaes.items():
@@ -273,6 +339,9 @@ class ModelManager:
         for name, p in self.vaes.items():
             if Path(name).stem == choice or p.name == choice:
                 return name, p
+        for b in self.bad_files:
+            if choice in (b.filename.name, b.filename.stem):
+                raise ModelLoadError(f"VAE '{choice}' cannot be used: {b.reason}")
         raise ModelLoadError(f"VAE '{choice}' not found. Available: {', '.join(self.vae_choices())}")
 
     def load(self, query: str | CheckpointInfo | None = None, vae: str | None = None) -> LoadedModel:
@@ -299,8 +368,10 @@ class ModelManager:
                     spec = model_formats.detect_architecture(state_dict, metadata=meta, sidecar=_config_beside(info.filename))
             except model_formats.ModelFormatError as e:
                 raise ModelLoadError(f"{info.name}: {e}") from None
-            except (OSError, RuntimeError, ValueError) as e:
-                raise ModelLoadError(f"{info.name}: cannot read the file ({e})") from None
+            except OSError as e:
+                raise ModelLoadError(f"{info.name}: cannot read the file ({e.strerror or e})") from None
+            except Exception as e:  # noqa: BLE001 - a hostile file can fail anywhere; the old model stays
+                raise ModelLoadError(f"{info.name}: cannot be used ({type(e).__name__}: {e})") from None
             # the new file is readable and recognised: release the old model before building the new one
             self.unload()
             try:
@@ -343,7 +414,14 @@ class ModelManager:
                 sd = model_formats.load_vae_state_dict(vae_path)
             except model_formats.ModelFormatError as e:
                 raise ModelLoadError(f"VAE {vae_name}: {e}") from None
-        missing, unexpected = vae.load_state_dict(sd, strict=False)
+            except Exception as e:  # noqa: BLE001 - a hostile VAE file can fail anywhere
+                raise ModelLoadError(f"VAE {vae_name}: cannot be used ({type(e).__name__}: {e})") from None
+        try:
+            missing, unexpected = vae.load_state_dict(sd, strict=False)
+        except RuntimeError as e:  # tensors of the wrong shapes: the model's own VAE is put back
+            vae.load_state_dict(loaded.own_vae_state)
+            raise ModelLoadError(f"VAE {vae_name} does not fit this model: "
+                                 f"{str(e).splitlines()[-1].strip() if str(e) else e}") from None
         if missing or unexpected:
             vae.load_state_dict(loaded.own_vae_state)
             raise ModelLoadError(f"VAE {vae_name} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
@@ -409,7 +487,7 @@ def _scan(root: Path):
     out = []
     for p in sorted(root.rglob("*")):
         if p.is_dir():
-            if (p / "model_index.json").is_file():
+            if (p / "model_index.json").is_file() or p.suffix in CHECKPOINT_EXTS:  # a folder named x.ckpt: bad
                 out.append(p)
         elif p.suffix in CHECKPOINT_EXTS and ".vae." not in p.name:
             if any((q / "model_index.json").is_file() for q in p.parents if root in q.parents or q == root):

@@ -294,11 +294,13 @@ def test_hostile_safetensors_headers_are_listed_as_unusable_and_hide_nothing(tmp
     assert [i.name for i in mm.refresh()] == ["good.safetensors"]
     reasons = {b.filename.name: b.reason for b in mm.bad_files}
     assert set(reasons) == {"list.safetensors", "deep.safetensors", "negative.safetensors", "offsets.safetensors",
-                            "entry.safetensors", "binary.safetensors", "huge-length.safetensors", "zero.safetensors"}
+                            "entry.safetensors", "binary.safetensors", "huge-length.safetensors", "zero.safetensors",
+                            "dir.safetensors"}
     assert "not an object" in reasons["list.safetensors"]
     assert "nested too deeply" in reasons["deep.safetensors"]
     assert "non-negative" in reasons["negative.safetensors"]
     assert "data offsets" in reasons["offsets.safetensors"]
     assert "not valid JSON" in reasons["binary.safetensors"]
     assert "damaged" in reasons["huge-length.safetensors"] and "too short" in reasons["zero.safetensors"]
+    assert "is a folder" in reasons["dir.safetensors"]
     assert mm.load("good").spec.arch == "sd1"  # and the good model still loads
