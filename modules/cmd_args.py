@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--api", action="store_true", help="serve the /sdapi/v1 HTTP API next to the UI")
     g.add_argument("--nowebui", action="store_true", help="serve only the HTTP API, no UI")
     g.add_argument("--api-auth", default=None, help="HTTP Basic credentials for the API: user:pass[,user2:pass2]")
+    g.add_argument("--gradio-auth", default=None,
+                   help="a login for the UI (and for the API unless --api-auth is given): user:pass[,user2:pass2]")
+    g.add_argument("--gradio-auth-path", default=None,
+                   help="a file with UI logins: user:pass entries, comma separated, one or more per line")
+    g.add_argument("--tls-keyfile", default=None, help="private key file (PEM) to serve over HTTPS (with --tls-certfile)")
+    g.add_argument("--tls-certfile", default=None, help="certificate file (PEM) to serve over HTTPS (with --tls-keyfile)")
+    g.add_argument("--subpath", default=None,
+                   help="serve the UI and the API under this URL path, e.g. /sd (behind a reverse proxy)")
     g.add_argument("--queue-size", type=int, default=64, help="how many jobs may wait in the queue before new ones are refused")
     g.add_argument("--autolaunch", action="store_true", help="open the UI in the system's browser at start")
 
