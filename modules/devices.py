@@ -47,6 +47,29 @@ def policy_from_args(args) -> DevicePolicy:
                         channels_last=bool(getattr(args, "opt_channelslast", False)) and device.type == "cuda")
 
 
+@dataclass(frozen=True)
+class MemoryInfo:
+    """The memory of the device jobs run on, in bytes: a CUDA GPU's own, else the machine's RAM (an MPS
+    GPU shares it)."""
+    kind: str       # "cpu" | "cuda" | "mps"
+    total: int
+    free: int
+
+
+def memory_info(device=None) -> MemoryInfo:
+    """Total and free memory of `device` (default: the one pick_device() picks) now; for CUDA, the blocks
+    PyTorch has cached but not used count as free."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return MemoryInfo("cuda", int(total), int(free + max(cached, 0)))
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return MemoryInfo(device.type, int(vm.total), int(vm.available))
+
+
 def cpu_policy() -> DevicePolicy:
     return DevicePolicy(device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
 

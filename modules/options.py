@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +40,7 @@ SECTIONS = {
     "sampler-params": "Sampler parameters",
     "ui": "User interface",
     "live-preview": "Live previews",
+    "limits": "Request limits",
 }
 
 
@@ -123,14 +124,54 @@ def _declare() -> list[OptionInfo]:
         o("live_previews_enable", True, "Show live previews of the created image", "live-preview", ""),
         o("show_progress_every_n_steps", 5, "Live preview display period", "live-preview",
           "In sampling steps; -1 shows only the final image.", minimum=-1, maximum=32, step=1),
+        *_limits(),
+    ]
+
+
+def _limits() -> list[OptionInfo]:
+    """The admission limits (ours; A1111 has none): a request over one is refused before it is queued, scripts'
+    jobs too. The defaults here are an 8 GB CPU's; the app replaces them with its device's
+    (modules.engine.request.limit_defaults). The table's bounds (modules/fields.py) are their ceilings."""
+    from modules.fields import FIELDS
+
+    def top(name):
+        return FIELDS[name].maximum
+
+    o = OptionInfo
+    return [
+        o("max_batch_count", 100, "Largest batch count of a request", "limits", "0: no limit.",
+          minimum=0, maximum=top("n_iter"), step=1, component="number"),
+        o("max_batch_size", 4, "Largest batch size of a request", "limits", "0: no limit.",
+          minimum=0, maximum=top("batch_size"), step=1),
+        o("max_pixels", 2048 * 2048, "Largest picture of a request, in pixels", "limits",
+          "Width x height of any pass: the first, the hires. fix pass at its upscaled size, img2img. 0: no limit.",
+          minimum=0, step=1),
+        o("max_steps", 150, "Most sampling steps of a request", "limits", "Also hires steps. 0: no limit.",
+          minimum=0, maximum=top("steps"), step=1, component="number"),
+        o("max_hr_scale", 4.0, "Largest hires. fix upscale factor", "limits", "0: no limit.",
+          minimum=0, maximum=top("hr_scale"), step=0.05),
+        o("max_hr_size", 4096, "Longest side of a hires. fix pass, in pixels", "limits", "0: no limit.",
+          minimum=0, step=8),
+        o("max_prompt_tokens", 1000, "Most tokens in a prompt or negative prompt", "limits",
+          "Counted as written (every AND part and both sides of a [from:to:when] edit). A prompt longer than 16 "
+          "characters per token is refused without counting. 0: no limit.", minimum=0, step=1),
+        o("max_megapixel_steps", 1000, "Most work of a request, in megapixel-steps", "limits",
+          "Width x height x steps of each pass x batch size x batch count, in millions: how long the job holds the "
+          "queue. 0: no limit.", minimum=0, step=1),
+        o("memory_check", True, "Refuse requests that cannot fit in the free memory", "limits",
+          "Largest pass's pixels x batch size x about 200 bytes (120 in half precision), a lower bound, against "
+          "the free memory of the GPU (or of the RAM on a CPU) when the request comes."),
     ]
 
 
 class Options:
     """Settings with defaults, persisted to a JSON file; thread-safe."""
 
-    def __init__(self, config_file: str | os.PathLike | None = None, overrides: dict | None = None):
+    def __init__(self, config_file: str | os.PathLike | None = None, overrides: dict | None = None,
+                 defaults: dict | None = None):
         self.infos: dict[str, OptionInfo] = {i.key: i for i in _declare()}
+        for key, value in (defaults or {}).items():   # defaults that depend on the machine (the limits)
+            self.infos[key] = replace(self.infos[key], default=value)
         self.data: dict[str, Any] = {}
         self.config_file = Path(config_file) if config_file else None
         self._lock = threading.Lock()

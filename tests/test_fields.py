@@ -44,7 +44,7 @@ def test_generation_request_defaults_and_types_are_the_tables():
     req = GenerationRequest()
     hints = typing.get_type_hints(GenerationRequest)
     rows = fields.request_fields()
-    assert set(hints) == {f.name for f in rows} | {"mode"}
+    assert set(hints) == {f.name for f in rows} | {"mode", "limits"}   # the tab and the app's admission limits
     for f in rows:
         assert getattr(req, f.name) == f.default, f.name
         assert hints[f.name] == f.type, f.name
