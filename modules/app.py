@@ -21,15 +21,17 @@ class App:
 
         self.args = args if args is not None else cmd_args.parse_args([])
         self.paths = paths_mod.Paths.from_args(self.args)
-        self.opts = options.Options(self.paths.config_file)
         self.policy = policy or devices.policy_from_args(self.args)
+        # the request limits' defaults fit the device jobs run on (its kind and memory)
+        self.opts = options.Options(self.paths.config_file, defaults=engine.request.limit_defaults(
+            devices.memory_info(self.policy.device)))
         if self.opts.get("compile_unet") and not self.policy.compile:  # the setting, as --compile (read at start)
             import dataclasses
             self.policy = dataclasses.replace(self.policy, compile=True)
         self.models = sd_models.ModelManager(self.paths, self.policy)
         self.styles = styles.StyleDatabase(self.paths.styles_file)
         self.queue = jobs.JobQueue(self.run_job, max_size=int(getattr(self.args, "queue_size", 64) or 64),
-                                   record_dir=self.paths.data_dir / "log" / "jobs")
+                                   record_dir=self.paths.data_dir / "log" / "jobs", store=self._job_store())
         self._conditioner_cache: dict = {}
         # [extra networks] LoRA and embedding files (listed lazily; refreshed with the models)
         from modules import extra_networks
@@ -47,6 +49,7 @@ class App:
         from modules import extensions
         self.extensions = extensions.ExtensionManager(self)
         self.extensions.load()
+        self.resume_jobs()   # [persistent queue] the jobs the last run left waiting or running
 
     # -- models ------------------------------------------------------------
     def refresh_models(self) -> list[sd_models.CheckpointInfo]:
@@ -156,7 +159,15 @@ class App:
 
     # -- jobs --------------------------------------------------------------------
     def submit(self, request: engine.GenerationRequest, checkpoint: str | None = None, vae: str | None = None,
-               source: str = "ui") -> jobs.Job:
+               source: str = "ui", task_id: str | None = None) -> jobs.Job:
+        checkpoint, vae = self.admit(request, checkpoint, vae)
+        return self.queue.submit(request, checkpoint, vae, source, task_id=task_id)
+
+    def admit(self, request: engine.GenerationRequest, checkpoint: str | None, vae: str | None):
+        """Check and prepare a request for the queue (a job's again after a restart): (checkpoint, vae) it runs on.
+        RequestError or ModelLoadError say what is wrong."""
+        # the admission limits travel with the request, so its script's inner jobs are held to them too
+        request.limits = engine.request.admission_limits(self.opts, self.policy)
         engine.validate(request)  # bad input is refused before it takes a place in the queue
         self.scripts.prepare(request)  # the script's name and arguments (RequestError naming the argument)
         ov = request.override_settings or {}
@@ -164,8 +175,50 @@ class App:
         vae = ov.get("sd_vae") or vae
         if checkpoint:
             self.ensure_listed()
-            self.models.find(checkpoint)  # raises ModelLoadError naming the available models
-        return self.queue.submit(request, checkpoint, vae, source)
+            # raises ModelLoadError naming the available models; the job keeps the exact title it found
+            checkpoint = self.models.find(checkpoint).title
+        return checkpoint, vae
+
+    # [persistent queue]
+    def _job_store(self):
+        from modules import job_store
+        try:
+            return job_store.JobStore(self.paths.data_dir / "log")
+        except (OSError, job_store.StoreError, job_store.sqlite3.Error) as e:
+            log.error("the job store cannot be opened (%s): jobs will not survive a restart", e)
+            return None
+
+    def resume_jobs(self) -> list[jobs.Job]:
+        """Queue again the jobs the last run left; delete (in the background: the output folders may hold
+        many files) the temp files its killed saves left there."""
+        from modules import job_store
+        keys = [k for k in self.opts.infos if k.startswith("outdir_")]   # every output folder setting
+        folders = [self.paths.outputs_dir] + [self._abs(self.opts.get(k)) for k in keys if self.opts.get(k)]
+
+        def sweep():
+            for path in job_store.sweep_temp_files(folders):   # this process's own temp files are kept
+                log.info("deleted %s, left by a save that did not finish", path)
+        self.temp_sweep = threading.Thread(target=sweep, name="temp-file-sweep", daemon=True)
+        self.temp_sweep.start()
+        return self.queue.resume(self.why_job_cannot_run)
+
+    def why_job_cannot_run(self, job: jobs.Job) -> str | None:
+        """Why a job from before a restart cannot run now (None: it can): its checkpoint or VAE is gone (by
+        exact name: a close match would make other pictures), or its request is no longer admitted."""
+        self.ensure_listed()
+        if job.checkpoint and not any(job.checkpoint in (i.title, i.name, i.model_name)
+                                      for i in self.models.checkpoints.values()):
+            return f"its checkpoint '{job.checkpoint}' is no longer available"
+        if not job.checkpoint and self.selected_checkpoint() is None:
+            return "no checkpoint is installed"
+        if job.vae and job.vae not in ("Automatic", "None") and \
+                not any(job.vae in (n, Path(n).stem, p.name) for n, p in self.models.vaes.items()):
+            return f"its VAE '{job.vae}' is no longer available"
+        try:
+            self.admit(job.request, job.checkpoint, job.vae)
+        except (engine.RequestError, sd_models.ModelLoadError) as e:
+            return f"its request is no longer valid: {e}"
+        return None
 
     def run_job(self, job: jobs.Job) -> engine.GenerationResult:
         req = job.request

@@ -516,10 +516,16 @@ def test_refresh_reload_unload(env):
     vae_dir.mkdir(parents=True)
     assert client.post(f"{API}/refresh-checkpoints").json() is None
     assert len(client.get(f"{API}/sd-models").json()) == 3
-    (vae_dir / "my.vae.safetensors").write_bytes(b"")
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"encoder.conv_in.weight": torch.zeros(1), "decoder.conv_in.weight": torch.zeros(1)},
+              str(vae_dir / "my.vae.safetensors"))
+    (vae_dir / "empty.vae.safetensors").write_bytes(b"")   # not a VAE: listed as unusable, not offered
     assert client.post(f"{API}/refresh-vae").json() is None
     assert client.get(f"{API}/sd-vae").json() == [{"model_name": "my.vae.safetensors",
                                                     "filename": str(vae_dir / "my.vae.safetensors")}]
+    assert any(str(b.filename).endswith("empty.vae.safetensors") for b in app.models.bad_files)
     assert client.post(f"{API}/refresh-loras").json() is None
     shutil.rmtree(ckpts / "sub")
     shutil.rmtree(vae_dir)

@@ -6,6 +6,7 @@ Screenshots of each tab go to test-output/ (git-ignored).  Skipped without /usr/
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -301,8 +302,12 @@ def test_two_pages_each_get_their_own_result(server, browser):
     assert info_text(second).startswith("second page\n")
     first.context.close()
     second.context.close()
-    # the queue served them one after the other (job records: log/jobs/<id>.json)
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in (data / "log" / "jobs").glob("*.json")]
+    # the queue served them one after the other (the job store: log/queue.sqlite3)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(data / "log" / "queue.sqlite3")) as db:
+        rows = db.execute("SELECT started, finished, result FROM jobs").fetchall()
+    records = [{"started": s, "finished": f, **json.loads(r)} for s, f, r in rows if r]
     runs = sorted((r["started"], r["finished"]) for r in records
                   if r.get("infotexts") and r["infotexts"][0].split("\n")[0] in ("first page", "second page"))
     assert len(runs) == 2 and runs[1][0] >= runs[0][1]
