@@ -45,7 +45,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -174,6 +174,25 @@ class PNGInfoResponse(BaseModel):
     parameters: dict
 
 
+class JobState(BaseModel):   # [persistent queue] ours, not A1111's: one job by id, also after a restart
+    id: str = Field(description="the job id (info.job_id of a generation's answer)")
+    task_id: Optional[str] = Field(None, description="the force_task_id it was submitted with")
+    status: str = Field(description="queued, running, done, failed or interrupted")
+    position: Optional[int] = Field(None, description="its place in the queue while it waits (1: next)")
+    source: str = Field(description="ui, api or cli")
+    progress: float
+    step: int
+    total_steps: int
+    eta: Optional[float] = None
+    error: Optional[str] = None
+    created: float
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    files: list[str] = Field(description="the files it saved")
+    infotexts: list[str] = Field(description="the parameters of each picture")
+    seeds: list[int]
+
+
 class ProgressResponse(BaseModel):
     progress: float
     eta_relative: float
@@ -270,6 +289,30 @@ class ExtensionItem(BaseModel):
     version: str = Field(description="the first 8 characters of the commit")
     commit_date: Optional[int] = Field(None, description="the commit's time (seconds since 1970)")
     enabled: bool = Field(description="whether it is loaded")
+
+
+class HistoryItem(BaseModel):
+    path: str = Field(description="the file, relative to the data dir (as GET/DELETE history take it)")
+    name: str = Field(description="the file name")
+    date: str = Field(description="YYYY-MM-DD of the file's modification time")
+    mtime: float = Field(description="the file's modification time (seconds since 1970)")
+    width: int
+    height: int
+    infotext: str = Field(description="the generation parameters stored in the picture ('' when none)")
+    prompt: str = Field(description="the prompt of the infotext")
+    url: str = Field(description="where GET serves the picture")
+
+
+class HistoryResponse(BaseModel):
+    total: int = Field(description="pictures that match search and date")
+    page: int
+    page_size: int
+    items: list[HistoryItem] = Field(description="this page's pictures, newest first")
+
+
+class HistoryDeleteResponse(BaseModel):
+    path: str = Field(description="the picture that was moved")
+    trash: str = Field(description="where it is now, relative to the data dir")
 
 
 class HypernetworkItem(BaseModel):
@@ -375,16 +418,32 @@ def _jsonable_items(items: dict) -> dict:
     return out
 
 
-def check_finite(value: Any, field: str) -> None:
-    """Refuse NaN/Infinity anywhere in free-form JSON (Python's parser accepts them, JSON answers cannot hold them)."""
+MAX_JSON_DEPTH = 32   # nesting of free-form JSON (override_settings, script_args): deeper is refused
+
+
+def check_finite(value: Any, field: str, depth: int = 0) -> None:
+    """Refuse NaN/Infinity anywhere in free-form JSON (Python's parser accepts them, JSON answers cannot hold
+    them), text that is not Unicode (JSON's lone surrogate escapes, e.g. "\\ud800": no encoder takes them) and
+    nesting deeper than MAX_JSON_DEPTH (what walks it later would run out of stack)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ApiError(422, f"must be a finite number, got {value!r}", field)
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ApiError(422, f"is not valid Unicode text (a lone surrogate at character {e.start})",
+                               field or "body") from None
+        return
+    if depth > MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
+        raise ApiError(422, f"is nested too deeply (more than {MAX_JSON_DEPTH} levels)", field or "body")
     if isinstance(value, dict):
         for k, v in value.items():
-            check_finite(v, f"{field}.{k}" if field else str(k))
+            check_finite(k, field, depth + 1)
+            check_finite(v, f"{field}.{k}" if field else str(k), depth + 1)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            check_finite(v, f"{field}[{i}]")
+            check_finite(v, f"{field}[{i}]", depth + 1)
 
 
 def json_safe(value: Any) -> Any:
@@ -506,7 +565,9 @@ class SdApi:
         basic = HTTPBasic(auto_error=False)
         creds = self.credentials
 
-        def check(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+        def check(request: Request, credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+            if request.scope.get("sdwebui.session"):  # a browser logged in to the page (modules/auth.py)
+                return
             ok = False
             if credentials is not None:
                 for user, password in creds.items():
@@ -531,6 +592,7 @@ class SdApi:
         add("/png-info", self.png_info, methods=["POST"], response_model=PNGInfoResponse)
         add("/progress", self.progress, methods=["GET"], response_model=ProgressResponse)
         add("/interrupt", self.interrupt, methods=["POST"])
+        add("/jobs/{job_id}", self.job_state, methods=["GET"], response_model=JobState)
         add("/skip", self.skip, methods=["POST"])
         add("/options", self.get_options, methods=["GET"], response_model=self.options_model)
         add("/options", self.set_options, methods=["POST"])
@@ -558,6 +620,11 @@ class SdApi:
         add("/scripts", self.scripts, methods=["GET"], response_model=ScriptsList)
         add("/script-info", self.script_info, methods=["GET"], response_model=list[ScriptInfo])
         add("/extensions", self.extensions, methods=["GET"], response_model=list[ExtensionItem])
+        add("/history", self.get_history, methods=["GET"], response_model=HistoryResponse)
+        add("/history", self.delete_history, methods=["DELETE"], response_model=HistoryDeleteResponse)
+        add("/history/image", self.history_image, methods=["GET"], response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                             "description": "the picture file"}})
         return r
 
     # -- generation -------------------------------------------------------------------------
@@ -591,7 +658,7 @@ class SdApi:
             raise ApiError(503, "no Stable Diffusion checkpoint is installed (put one in models/Stable-diffusion)",
                            error="NoModel")
         try:
-            job = app.submit(req, source="api")
+            job = app.submit(req, source="api", task_id=body.force_task_id or None)
         except RequestError as e:
             raise ApiError(422, str(e), e.field) from None
         except sd_models.ModelLoadError as e:
@@ -790,15 +857,25 @@ class SdApi:
         if id is None:
             q.interrupt()
             return {}
-        with self._tasks_lock:
-            job_id = self.tasks.get(id, id)
-        try:
-            job = q.get(job_id)
-        except (jobs.JobNotFound, OSError, ValueError):
-            raise ApiError(404, f"no job '{id}'", "id", error="JobNotFound") from None
+        job = self._job(id, "id")
         if job.status in ("queued", "running"):
             q.interrupt(job.id)
         return {}
+
+    def _job(self, key: str, field: str) -> jobs.Job:
+        """A job by id or force_task_id: live, or recorded in the job store (also from before a restart)."""
+        with self._tasks_lock:
+            job_id = self.tasks.get(key, key)
+        try:
+            return self.app.queue.get(job_id)
+        except (jobs.JobNotFound, OSError, ValueError):
+            raise ApiError(404, f"no job '{key}'", field, error="JobNotFound") from None
+
+    def job_state(self, job_id: str) -> dict:
+        job = self._job(job_id, "job_id")
+        res = job.result
+        return {**job.summary(self.app.queue.position(job)), "infotexts": list(res.infotexts) if res else [],
+                "seeds": [int(s) for s in res.seeds] if res else []}
 
     def skip(self) -> None:
         self.app.queue.skip()
@@ -842,7 +919,11 @@ class SdApi:
         return None
 
     def cmd_flags(self) -> dict:
-        return json_safe(dict(vars(self.app.args)))
+        flags = dict(vars(self.app.args))
+        for secret in ("api_auth", "gradio_auth"):   # passwords are not handed out
+            if flags.get(secret):
+                flags[secret] = "<hidden>"
+        return json_safe(flags)
 
     # -- lists ----------------------------------------------------------------------------------
     def get_samplers(self) -> list:
@@ -893,6 +974,44 @@ class SdApi:
 
     def extensions(self) -> list:
         return self.app.extensions.api_list()
+
+    # -- history (modules/history.py) ----------------------------------------------------------
+    def get_history(self, request: Request, page: int = Query(1, ge=1, le=1_000_000),
+                    page_size: int = Query(50, ge=1, le=500),
+                    search: str = Query("", max_length=1000, description="text the infotext contains (any case)"),
+                    date: str = Query("", pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="YYYY-MM-DD")) -> dict:
+        from urllib.parse import quote
+
+        from modules import history
+
+        found = history.for_app(self.app).page(page, page_size, search, date or None)
+        root = request.scope.get("root_path", "").rstrip("/")   # behind --subpath the links keep the prefix
+        items = [{**i.api(), "url": f"{root}{PREFIX}/history/image?path={quote(i.path, safe='')}"}
+                 for i in found.items]
+        return {"total": found.total, "page": found.page, "page_size": found.page_size, "items": items}
+
+    def _history_item(self, path: str):
+        from modules import history
+
+        try:
+            return history.for_app(self.app).find(path)
+        except history.NotInHistory as e:
+            raise ApiError(404, str(e), "path", error="NotFound") from None
+
+    def history_image(self, path: str = Query(..., max_length=4096, description="an item's path")):
+        item = self._history_item(path)
+        return FileResponse(item.file, filename=item.name, content_disposition_type="inline")
+
+    def delete_history(self, path: str = Query(..., max_length=4096, description="an item's path")) -> dict:
+        from modules import history
+
+        item = self._history_item(path)
+        hist = history.for_app(self.app)
+        try:
+            target = hist.delete(item.path)
+        except history.NotInHistory as e:
+            raise ApiError(404, str(e), "path", error="NotFound") from None
+        return {"path": item.path, "trash": hist.relative(target)}
 
     def memory(self) -> dict:
         ram: dict[str, Any]

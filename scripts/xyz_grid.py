@@ -559,11 +559,17 @@ class XYZPlot(Script):
             req.seed, req.subseed = rng.fix_seed(req.seed), rng.fix_seed(req.subseed)
         if not job.opts.get("return_grid", True):
             req.batch_size = 1
-        plans = [self._plan(job, req, n, a) for n in "xyz"]
+        try:   # a bad axis value is the request's fault: a RequestError (the API's 422), before any picture
+            plans = [self._plan(job, req, n, a) for n in "xyz"]
+        except RequestError:
+            raise
+        except ValueError as e:
+            raise RequestError("script_args", str(e)) from None
         xs, ys, zs = (p.values for p in plans)
         mp = round(len(xs) * len(ys) * len(zs) * req.width * req.height / 1_000_000)
         if mp >= MAX_GRID_MP:
-            raise ValueError(f"X/Y/Z plot: the grid would be too large ({mp} megapixels; at most {MAX_GRID_MP})")
+            raise RequestError("script_args", f"X/Y/Z plot: the grid would be too large ({mp} megapixels; "
+                                              f"at most {MAX_GRID_MP})")
         cells = self._cells(job, req, plans, a)
         job.set_total(len(cells))
         done: dict[int, GenerationResult] = {}

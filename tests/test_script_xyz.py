@@ -402,6 +402,18 @@ def test_batch_cells_show_their_batch_grid(tiny):
     assert same(single.images[1], app.process(GenerationRequest(**{**TINY, "steps": 1})).images[0])
 
 
+def test_a_bad_axis_value_is_a_422_of_the_api(tiny):
+    import webui
+    from fastapi.testclient import TestClient
+
+    app, _ = tiny
+    client = TestClient(webui.create_server(app, with_ui=False, with_api=True))
+    r = client.post("/sdapi/v1/txt2img", json={**TINY, "script_name": "x/y/z plot",
+                                                "script_args": xyz(x=("Steps", "2, abc", []))})
+    assert r.status_code == 422, r.text
+    assert "X axis 'Steps', values '2, abc': 'abc' is not a whole number" in r.text and "script_args" in r.text
+
+
 @pytest.mark.parametrize("args, message", [
     (xyz(x=("Steps", "2, abc", [])), "X axis 'Steps', values '2, abc': 'abc' is not a whole number"),
     (xyz(y=("CFG Scale", "7, 1e9", [])), "Y axis 'CFG Scale', value 1000000000.0: cfg_scale"),
@@ -417,6 +429,7 @@ def test_bad_values_fail_the_job_before_any_picture(tiny, args, message):
     before = files(data, "txt2img-images")
     job = submit(app, TINY, script_name="x/y/z plot", script_args=args)
     assert job.status == "failed" and message in job.error, job.error
+    assert job.error_field == "script_args"   # the request's fault: the API answers 422, not 500
     assert files(data, "txt2img-images") == before
 
 

@@ -1,4 +1,4 @@
-"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, PNG Info, Settings and Extensions tabs.
+"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, PNG Info, History, Settings and Extensions tabs.
 
 `create_ui(app)` returns `(blocks, head_html, css)`; webui.py mounts the blocks
 on its FastAPI server.  Everything the page does goes through the
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from modules.ui import common, extensions_ui, extra_networks_ui, img2img, pnginfo, settings, txt2img
+from modules.ui import common, extensions_ui, extra_networks_ui, history_ui, img2img, pnginfo, settings, txt2img
 from modules.ui.common import GenTab
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class UI:
     settings: SimpleNamespace
     tabs: gr.Tabs
     extensions: SimpleNamespace | None = None
+    history: SimpleNamespace | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -263,6 +264,8 @@ def build_ui(app) -> UI:
                 i2i = img2img.build(app, native)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo.build(app)
+            with gr.Tab("History", id="history", elem_id="tab_history") as history_tab:
+                hist = history_ui.build(app)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 st = settings.build(app)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as ext_tab:
@@ -270,6 +273,7 @@ def build_ui(app) -> UI:
         txt2img.wire(app, t2i, top)
         img2img.wire(app, i2i, top)
         pnginfo.wire(app, png, t2i, i2i, tabs)
+        history_ui.wire(app, hist, history_tab, t2i, i2i, tabs)
         settings.wire(app, st)
         extensions_ui.wire(app, ex, ext_tab)
         wire_top_bar(app, top, t2i, i2i)
@@ -291,7 +295,8 @@ def build_ui(app) -> UI:
         demo.load(**t2i.reconnect_args)
         demo.load(**i2i.reconnect_args)
     demo.queue(default_concurrency_limit=16)
-    return UI(blocks=demo, top=top, txt2img=t2i, img2img=i2i, pnginfo=png, settings=st, tabs=tabs, extensions=ex)
+    return UI(blocks=demo, top=top, txt2img=t2i, img2img=i2i, pnginfo=png, settings=st, tabs=tabs, extensions=ex,
+              history=hist)
 
 
 def create_ui(app) -> tuple[gr.Blocks, str, str]:
