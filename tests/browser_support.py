@@ -20,12 +20,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(asgi_app, start_timeout: float = 60):
-    """Run `asgi_app` (webui.create_server's result) with uvicorn in a daemon thread; yields its URL."""
+def serve(asgi_app, start_timeout: float = 60, **options):
+    """Run `asgi_app` (webui.create_server's result) with uvicorn in a daemon thread; yields its URL
+    (https:// when ``options``, more uvicorn.Config arguments, hold TLS files)."""
     import uvicorn
 
     port = free_port()
-    userver = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    userver = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=userver.run, daemon=True)
     thread.start()
     deadline = time.time() + start_timeout
@@ -33,7 +34,7 @@ def serve(asgi_app, start_timeout: float = 60):
         assert time.time() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}/"
     finally:
         userver.should_exit = True
         thread.join(timeout=10)

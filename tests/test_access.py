@@ -13,9 +13,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,7 +22,7 @@ import pytest
 import webui
 from modules import auth, cmd_args
 from modules.paths import ROOT
-from tests.browser_support import free_port, require_chromium, serve
+from tests.browser_support import require_chromium, serve
 
 OUT = ROOT / "test-output"
 UI_LOGIN = "alice:wonder,bob:build:er"
@@ -119,25 +116,6 @@ def make_cert(folder: Path, name: str = "server") -> tuple[Path, Path]:
     return key, cert
 
 
-@contextmanager
-def serve_tls(asgi_app, tls: dict):
-    import uvicorn
-
-    port = free_port()
-    userver = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning", **tls))
-    thread = threading.Thread(target=userver.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not userver.started:
-        assert time.time() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        userver.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_tls_serves_https_with_a_self_signed_certificate(tmp_path):
     key, cert = make_cert(tmp_path)
     args = cmd_args.parse_args(["--tls-keyfile", str(key), "--tls-certfile", str(cert), "--subpath", "sd"])
@@ -147,7 +125,8 @@ def test_tls_serves_https_with_a_self_signed_certificate(tmp_path):
     assert webui.local_url(cmd_args.parse_args([]), "127.0.0.1", 7860, False) == "http://127.0.0.1:7860"
     core = app_for(tmp_path / "data", "--api-auth", API_LOGIN)
     try:
-        with serve_tls(webui.create_server(core, with_ui=False, with_api=True), tls) as url:
+        with serve(webui.create_server(core, with_ui=False, with_api=True), **tls) as url:
+            url = url.rstrip("/")
             r = httpx.get(f"{url}/sdapi/v1/samplers", headers=basic("robot", "key"),
                           verify=ssl.create_default_context(cafile=str(cert)))
             assert r.status_code == 200 and "Euler a" in [s["name"] for s in r.json()]

@@ -217,17 +217,7 @@ def wait_done(app, job_id: str) -> jobs.Job:
     return job
 
 
-@pytest.fixture(scope="module")
-def one_core():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_jobs_resume_in_order_with_their_ids_and_pictures(tmp_path, one_core):
+def test_jobs_resume_in_order_with_their_ids_and_pictures(tmp_path, one_thread):
     from modules.ui import common
 
     data = tiny_data(tmp_path)
@@ -258,7 +248,7 @@ def test_jobs_resume_in_order_with_their_ids_and_pictures(tmp_path, one_core):
         restarted.queue.stop()
 
 
-def test_a_job_whose_checkpoint_is_gone_fails_naming_it(tmp_path, one_core):
+def test_a_job_whose_checkpoint_is_gone_fails_naming_it(tmp_path, one_thread):
     data = tiny_data(tmp_path, "tiny", "gone")
     app = make_app(data)
     app.refresh_models()
@@ -283,7 +273,7 @@ def test_a_job_whose_checkpoint_is_gone_fails_naming_it(tmp_path, one_core):
         again.queue.stop()
 
 
-def test_an_img2img_job_keeps_its_init_image_and_mask(tmp_path, one_core):
+def test_an_img2img_job_keeps_its_init_image_and_mask(tmp_path, one_thread):
     data = tiny_data(tmp_path)
     rs = np.random.RandomState(3)
     init = Image.fromarray(rs.randint(0, 255, (64, 64, 3), dtype=np.uint8))
@@ -319,7 +309,7 @@ class Gate:
         return GenerationResult(seeds=[job.request.seed])
 
 
-def test_interrupted_jobs_stay_interrupted_and_stopped_queues_hand_over(tmp_path, one_core):
+def test_interrupted_jobs_stay_interrupted_and_stopped_queues_hand_over(tmp_path, one_thread):
     data = tiny_data(tmp_path)
     gate = Gate()
     q = jobs.JobQueue(gate, store=job_store.JobStore(data / "log"))
