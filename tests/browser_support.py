@@ -41,6 +41,26 @@ def serve(asgi_app, start_timeout: float = 60, **options):
 
 
 @contextmanager
+def tiny_model_server(data: Path):
+    """The real app (UI, no API) on a tiny random-weight SD 1.x checkpoint written into ``data``'s models
+    folder, loaded and served (:func:`serve`); yields (URL, the App)."""
+    import webui
+    from modules import cmd_args
+    from modules.app import App
+    from testing.tiny_models import write_tiny_checkpoint
+
+    write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
+    core = App(cmd_args.parse_args(["--data-dir", str(data), "--skip-install"]))
+    core.refresh_models()
+    core.load_model()
+    try:
+        with serve(webui.create_server(core)) as url:
+            yield url, core
+    finally:
+        core.queue.stop()
+
+
+@contextmanager
 def chromium():
     from playwright.sync_api import sync_playwright
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from modules import images
 from modules.paths import ROOT
-from tests.browser_support import open_page, require_chromium, serve
+from tests.browser_support import open_page, require_chromium, tiny_model_server
 
 OUT = ROOT / "test-output"
 GREEN = "a green square\nSteps: 9, Sampler: Euler a, CFG scale: 5, Seed: 42, Size: 8x8"
@@ -21,23 +21,13 @@ require_chromium()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import webui
-    from modules import cmd_args
-    from modules.app import App
-    from testing.tiny_models import write_tiny_checkpoint
-
     data = tmp_path_factory.mktemp("history-browser")
-    write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
     old = data / "outputs" / "txt2img-images" / "2026-01-02" / "00000-42-a green square.png"
     old.parent.mkdir(parents=True)
     images.save_image_with_geninfo(Image.new("RGB", (8, 8), (0, 160, 0)), GREEN, str(old), "png")
     os.utime(old, (1767355200, 1767355200))   # 2026-01-02, older than anything the test generates
-    core = App(cmd_args.parse_args(["--data-dir", str(data), "--skip-install"]))
-    core.refresh_models()
-    core.load_model()
-    with serve(webui.create_server(core)) as url:
+    with tiny_model_server(data) as (url, core):
         yield url, core, data
-    core.queue.stop()
 
 
 def wait_text(page, selector, needle, present=True):

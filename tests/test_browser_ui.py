@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from modules.paths import ROOT
-from tests.browser_support import open_page, require_chromium, serve
+from tests.browser_support import open_page, require_chromium, tiny_model_server
 
 OUT = ROOT / "test-output"
 TIMEOUT_MS = 60_000
@@ -24,19 +24,9 @@ require_chromium()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import webui
-    from modules import cmd_args
-    from modules.app import App
-    from testing.tiny_models import write_tiny_checkpoint
-
     data = tmp_path_factory.mktemp("ui-browser")
-    write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1")
-    core = App(cmd_args.parse_args(["--data-dir", str(data), "--skip-install"]))
-    core.refresh_models()
-    core.load_model()
-    with serve(webui.create_server(core)) as url:
+    with tiny_model_server(data) as (url, core):
         yield url, core, data
-    core.queue.stop()
 
 
 def loaded_page(browser, url):
