@@ -53,6 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules import fields, images, infotext, jobs, samplers, sd_models, upscalers
+from modules.upscalers import UpscalerError
 from modules.engine.request import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,10 @@ class ImageToImageResponse(GenerationResponse):
     pass
 
 
-_IMAGE_UPSCALER_NAMES = ", ".join(upscalers.IMAGE_UPSCALERS[:-1]) + " or " + upscalers.IMAGE_UPSCALERS[-1]
+_IMAGE_UPSCALER_NAMES = ", ".join(upscalers.IMAGE_UPSCALERS) + " or an installed model (GET /sdapi/v1/upscalers)"
 
 
-class ExtrasSingleImageRequest(_Request):
+class ExtrasBaseRequest(_Request):
     resize_mode: int = Field(0, ge=0, le=1, description="0: scale by upscaling_resize, 1: to upscaling_resize_w x _h")
     show_extras_results: bool = True
     gfpgan_visibility: float = Field(0, ge=0, le=1)
@@ -156,12 +157,29 @@ class ExtrasSingleImageRequest(_Request):
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = Field(0, ge=0, le=1)
     upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
     image: str = Field("", description="base64 image")
 
 
 class ExtrasSingleImageResponse(BaseModel):
     html_info: str
     image: Optional[str] = None
+
+
+class FileData(BaseModel):
+    data: str = Field(description="base64 image")
+    name: str = Field("", description="the file's name (kept for the saved file's name in a batch)")
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(description="the images, base64")
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
 
 
 class PNGInfoRequest(_Request):
@@ -589,6 +607,7 @@ class SdApi:
         add("/txt2img", self.txt2img, methods=["POST"], response_model=TextToImageResponse)
         add("/img2img", self.img2img, methods=["POST"], response_model=ImageToImageResponse)
         add("/extra-single-image", self.extra_single_image, methods=["POST"], response_model=ExtrasSingleImageResponse)
+        add("/extra-batch-images", self.extra_batch_images, methods=["POST"], response_model=ExtrasBatchImagesResponse)
         add("/png-info", self.png_info, methods=["POST"], response_model=PNGInfoResponse)
         add("/progress", self.progress, methods=["GET"], response_model=ProgressResponse)
         add("/interrupt", self.interrupt, methods=["POST"])
@@ -607,7 +626,7 @@ class SdApi:
         add("/sd-vae", self.get_sd_vae, methods=["GET"], response_model=list[SDVaeItem])
         add("/hypernetworks", self.get_empty_list, methods=["GET"], response_model=list[HypernetworkItem])
         add("/face-restorers", self.get_empty_list, methods=["GET"], response_model=list[FaceRestorerItem])
-        add("/realesrgan-models", self.get_empty_list, methods=["GET"], response_model=list[RealesrganItem])
+        add("/realesrgan-models", self.get_realesrgan_models, methods=["GET"], response_model=list[RealesrganItem])
         add("/prompt-styles", self.get_prompt_styles, methods=["GET"], response_model=list[PromptStyleItem])
         add("/embeddings", self.get_embeddings, methods=["GET"], response_model=EmbeddingsResponse)
         add("/loras", self.get_loras, methods=["GET"], response_model=list[LoraItem])
@@ -933,8 +952,18 @@ class SdApi:
         return samplers.api_schedulers()
 
     def get_upscalers(self) -> list:
-        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for n in upscalers.IMAGE_UPSCALERS]
+        self.app.upscalers.ensure_listed()
+        builtin = [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+                   for n in upscalers.IMAGE_UPSCALERS]
+        return builtin + [self.app.upscalers.models[n].api_dict() for n in self.app.upscalers.model_names()]
+
+    def get_realesrgan_models(self) -> list:
+        """A1111 lists its Real-ESRGAN models here; these are the installed ones (RRDBNet in the BasicSR layout
+        and the compact SRVGGNet models)."""
+        self.app.upscalers.ensure_listed()
+        return [{"name": m.name, "path": str(m.path), "scale": m.scale}
+                for n in self.app.upscalers.model_names()
+                if (m := self.app.upscalers.models[n]).arch in ("RealESRGAN", "SRVGGNetCompact")]
 
     def get_latent_upscale_modes(self) -> list:
         return [{"name": n} for n in upscalers.LATENT_UPSCALE_MODES]
@@ -1077,49 +1106,55 @@ class SdApi:
         params = infotext.parse_generation_parameters(geninfo)
         return {"info": geninfo, "items": _jsonable_items(items), "parameters": json_safe(params)}
 
-    def extra_single_image(self, body: ExtrasSingleImageRequest) -> dict:
-        for field in ("upscaler_1", "upscaler_2"):
-            if getattr(body, field) not in upscalers.IMAGE_UPSCALERS:
-                raise ApiError(422, f"unknown upscaler {getattr(body, field)!r}. "
-                                    f"Valid: {', '.join(upscalers.IMAGE_UPSCALERS)}", field)
-        im = decode_image(body.image, "image")
-        geninfo, _ = images.read_info_from_image(im)
-        if body.resize_mode == 0:
-            scale = body.upscaling_resize
-            w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-            text = f"Postprocess upscale by: {scale:g}"
-        else:
-            scale = max(body.upscaling_resize_w / im.width, body.upscaling_resize_h / im.height)
-            w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-            text = f"Postprocess upscale to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
-        if w > MAX_EXTRAS_SIDE or h > MAX_EXTRAS_SIDE or w * h > MAX_EXTRAS_PIXELS:
-            raise ApiError(422, f"the result would be {w}x{h}, larger than allowed "
-                                f"({MAX_EXTRAS_SIDE} per side, {MAX_EXTRAS_PIXELS} pixels)",
-                           "upscaling_resize" if body.resize_mode == 0 else "upscaling_resize_w")
-        base = im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") else "RGB")
-        out = base
-        if body.upscaler_1 != "None":
-            out = upscalers.upscale_image(base, body.upscaler_1, w, h)
-            text += f", Postprocess upscaler: {body.upscaler_1}"
-            if body.upscaler_2 != "None" and body.extras_upscaler_2_visibility > 0:
-                second = upscalers.upscale_image(base, body.upscaler_2, w, h)
-                out = Image.blend(out, second, float(body.extras_upscaler_2_visibility))
-                text += (f", Postprocess upscaler 2: {body.upscaler_2}, "
-                         f"Postprocess upscaler 2 visibility: {body.extras_upscaler_2_visibility:g}")
-            if body.resize_mode == 1 and body.upscaling_crop and out.size != (body.upscaling_resize_w,
-                                                                              body.upscaling_resize_h):
-                tw, th = body.upscaling_resize_w, body.upscaling_resize_h
-                left, top = (out.width - tw) // 2, (out.height - th) // 2
-                out = out.crop((left, top, left + tw, top + th))
-                text += f", Postprocess crop to: {tw}x{th}"
-        else:
-            text = ""
-        if body.gfpgan_visibility or body.codeformer_visibility:
-            text += (", " if text else "") + "face restoration is not supported; ignored"
+    def _extras_params(self, body):
+        """The request's ExtrasParams, checked (upscaler names, sizes) before any image is decoded."""
+        from modules import postprocessing
+
+        params = postprocessing.ExtrasParams.from_dict(body.model_dump())
+        try:
+            postprocessing.check(self.app.upscalers, params)
+        except postprocessing.ExtrasError as e:
+            raise ApiError(422, str(e), e.field) from None
+        return params
+
+    def _extras(self, params, sources: list) -> list:
+        from modules import postprocessing
+
+        try:
+            # A1111's API does not save what it returns (the Extras tab does)
+            return postprocessing.run(self.app, sources, params, save_output=False)
+        except postprocessing.ExtrasError as e:
+            raise ApiError(422, str(e), e.field) from None
+        except UpscalerError as e:
+            raise ApiError(500, str(e), error="UpscalerError") from None
+
+    def _encode_result(self, res) -> str:
         opts = self.app.opts.snapshot()
-        encoded = encode_image(out, geninfo, opts.get("samples_format", "png"), opts.get("jpeg_quality", 80)) \
-            if body.show_extras_results else None
-        return {"html_info": "<p>" + html.escape(text) + "</p>", "image": encoded}
+        return encode_image(res.image, res.geninfo, opts.get("samples_format", "png"), opts.get("jpeg_quality", 80))
+
+    @staticmethod
+    def _html_info(results, body) -> str:
+        text = "".join("<p>" + html.escape(r.infotext) + "</p>" for r in results[:1])
+        if body.gfpgan_visibility or body.codeformer_visibility:
+            text += "<p>face restoration (GFPGAN, CodeFormer) is not built in; ignored</p>"
+        return text
+
+    def extra_single_image(self, body: ExtrasSingleImageRequest) -> dict:
+        params = self._extras_params(body)
+        im = decode_image(body.image, "image")
+        results = self._extras(params, [(im, None)])
+        return {"html_info": self._html_info(results, body),
+                "image": self._encode_result(results[0]) if body.show_extras_results else None}
+
+    def extra_batch_images(self, body: ExtrasBatchImagesRequest) -> dict:
+        if not body.imageList:
+            raise ApiError(422, "imageList is empty: send at least one image", "imageList")
+        params = self._extras_params(body)
+        sources = [(decode_image(item.data, f"imageList.{i}.data"), item.name or None)
+                   for i, item in enumerate(body.imageList)]
+        results = self._extras(params, sources)
+        return {"html_info": self._html_info(results, body),
+                "images": [self._encode_result(r) for r in results] if body.show_extras_results else []}
 
 
 # ---------------------------------------------------------------------------

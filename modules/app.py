@@ -10,7 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from modules import devices, engine, hooks, images, jobs, options, paths as paths_mod, scripts, sd_models, styles
+from modules import (devices, engine, hooks, images, jobs, options, paths as paths_mod, scripts, sd_models, styles,
+                     upscalers)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class App:
         from modules import extra_networks
         self.extra_networks = extra_networks.Library(self.paths.lora_dirs, self.paths.embeddings_dirs,
                                                      models=self.models)
+        self.upscalers = upscalers.UpscalerLibrary.from_paths(self.paths, self.args, device=str(self.policy.device))
         self.model_error: str | None = None
         self.loader: threading.Thread | None = None   # the background model load started at app start
         self._listed = threading.Event()
@@ -55,6 +57,7 @@ class App:
     def refresh_models(self) -> list[sd_models.CheckpointInfo]:
         infos = self.models.refresh()
         self.extra_networks.refresh()  # [extra networks]
+        self.upscalers.refresh()
         self._listed.set()
         return infos
 
@@ -170,6 +173,11 @@ class App:
         request.limits = engine.request.admission_limits(self.opts, self.policy)
         engine.validate(request)  # bad input is refused before it takes a place in the queue
         self.scripts.prepare(request)  # the script's name and arguments (RequestError naming the argument)
+        if request.enable_hr:   # a model upscaler by name: installed? (the built-in ones were checked above)
+            try:
+                self.upscalers.check(request.hr_upscaler)
+            except upscalers.UpscalerError as e:
+                raise engine.RequestError("hr_upscaler", str(e)) from None
         ov = request.override_settings or {}
         checkpoint = ov.get("sd_model_checkpoint") or checkpoint
         vae = ov.get("sd_vae") or vae
@@ -253,7 +261,8 @@ class App:
                 loaded, req, self.opts.snapshot(), control=control or engine.JobControl(),
                 hooks=self.scripts.job_hooks(self.hooks, req, extra_scripts),
                 networks=self.extra_networks, embeddings=self.extra_networks.embedding_vectors(),
-                styles=self.styles.styles, conditioners=self._conditioner_cache, save=self.save_output)
+                styles=self.styles.styles, conditioners=self._conditioner_cache, save=self.save_output,
+                upscalers=self.upscalers)
             ctx.extra_params.update(extra_params or {})
             return engine.run(ctx)
 

@@ -40,6 +40,7 @@ SECTIONS = {
     "sampler-params": "Sampler parameters",
     "ui": "User interface",
     "live-preview": "Live previews",
+    "upscaling": "Upscaling",
     "limits": "Request limits",
 }
 
@@ -120,12 +121,37 @@ def _declare() -> list[OptionInfo]:
         o("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)", "ui",
           "extra: only the built-in ones load; all: none does.", choices=("none", "extra", "all"), restart=True,
           hidden=True),
+        # upscaling (A1111's keys and labels)
+        o("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers.", "upscaling",
+          "0 = no tiling. Also used by Real-ESRGAN and the compact SRVGGNet models.", minimum=0, maximum=512, step=16),
+        o("ESRGAN_tile_overlap", 8, "Tile overlap for ESRGAN upscalers.", "upscaling", "Low values = visible seam",
+          minimum=0, maximum=48, step=1),
+        o("SWIN_tile", 192, "Tile size for all SwinIR.", "upscaling", "0 = no tiling.", minimum=0, maximum=512,
+          step=16),
+        o("SWIN_tile_overlap", 8, "Tile overlap, in pixels for SwinIR. Low values = visible seam.", "upscaling", "",
+          minimum=0, maximum=48, step=1),
+        o("DAT_tile", 192, "Tile size for DAT upscalers.", "upscaling", "0 = no tiling", minimum=0, maximum=512,
+          step=16),
+        o("DAT_tile_overlap", 8, "Tile overlap for DAT upscalers.", "upscaling", "Low values = visible seam",
+          minimum=0, maximum=48, step=1),
+        o("upscaler_for_img2img", "None", "Upscaler for img2img", "upscaling",
+          "Used when img2img enlarges its init image to the job's size (None: Lanczos).", choices=_upscaler_choices),
+        o("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab",
+          "saving-paths", ""),
+        o("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab",
+          "saving-images", ""),
         # live previews
         o("live_previews_enable", True, "Show live previews of the created image", "live-preview", ""),
         o("show_progress_every_n_steps", 5, "Live preview display period", "live-preview",
           "In sampling steps; -1 shows only the final image.", minimum=-1, maximum=32, step=1),
         *_limits(),
     ]
+
+
+def _upscaler_choices() -> list[str]:
+    """The built-in image upscalers; the Settings tab adds the installed models (modules.ui.settings)."""
+    from modules import upscalers
+    return list(upscalers.IMAGE_UPSCALERS)
 
 
 def _limits() -> list[OptionInfo]:

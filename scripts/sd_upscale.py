@@ -15,7 +15,11 @@ INFO = "Will upscale the image by the selected scale factor; use width and heigh
 
 
 def upscaler_names(app=None, is_img2img=True) -> list[str]:
-    return list(upscalers.IMAGE_UPSCALERS)   # read at call time: upscalers added later are listed
+    """None, Lanczos, Nearest and the installed model upscalers (read at call time: files added later are
+    listed after a refresh)."""
+    if app is not None and getattr(app, "upscalers", None) is not None:
+        return app.upscalers.names(latent=False)
+    return list(upscalers.IMAGE_UPSCALERS)
 
 
 def flatten(im: Image.Image, color: str = "#ffffff") -> Image.Image:
@@ -27,12 +31,19 @@ def flatten(im: Image.Image, color: str = "#ffffff") -> Image.Image:
     return im.convert("RGB")
 
 
-def upscale(im: Image.Image, name: str, scale: float) -> Image.Image:
-    """``im`` enlarged by ``scale`` as A1111's upscalers do: the upscaler to the scaled size, then a
-    Lanczos resize down to multiples of 8; "None" keeps the picture as it is."""
+def upscale(im: Image.Image, name: str, scale: float, library=None, opts: dict | None = None,
+            interrupted=None) -> Image.Image:
+    """``im`` enlarged by ``scale`` as A1111's upscalers do: the upscaler (a model one through ``library``,
+    the app's UpscalerLibrary) to the scaled size, then a Lanczos resize down to multiples of 8; "None" keeps
+    the picture as it is."""
     if name == "None":
         return im
     dest = (int(im.width * scale // 8 * 8), int(im.height * scale // 8 * 8))
+    if library is not None and not upscalers.is_builtin(name):
+        try:
+            return library.upscale(im, name, *dest, opts=opts, interrupted=interrupted)
+        except upscalers.UpscalerError as e:
+            raise RequestError("script_args", f"script 'SD upscale', argument 'Upscaler': {e}") from None
     out = upscalers.upscale_image(im, name, int(im.width * scale), int(im.height * scale))
     if out.size != dest:
         out = out.resize(dest, Image.LANCZOS)
@@ -65,7 +76,9 @@ class SDUpscale(Script):
                                               f"be less than the tile size {req.width}x{req.height}")
         seed, subseed = rng.fix_seed(req.seed), rng.fix_seed(req.subseed)
         extra = {"SD upscale overlap": a.overlap, "SD upscale upscaler": a.upscaler_index}
-        img = upscale(flatten(req.init_images[0]), a.upscaler_index, a.scale_factor)
+        library = getattr(job.app, "upscalers", None)
+        img = upscale(flatten(req.init_images[0]), a.upscaler_index, a.scale_factor, library, job.opts,
+                      interrupted=lambda: job.interrupted)
         grid = tiles.split_grid(img, req.width, req.height, a.overlap)
         cells = [t for _, _, row in grid.tiles for t in row]
         work = [t[2] for t in cells]   # every round starts from the upscaled picture's tiles

@@ -51,6 +51,8 @@ def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("clients")
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=0)
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny2.safetensors", "sd1", seed=1)
+    from testing.tiny_upscalers import write_rrdb
+    write_rrdb(data / "models" / "RealESRGAN" / "RealESRGAN_x4plus.pth")
     s = Served(data)
     yield s, data
     s.stop()
@@ -219,3 +221,16 @@ def test_sd_upscale_and_alwayson_from_webuiapi(served, api):
     with pytest.raises(RuntimeError) as e:
         api.txt2img(prompt="x", width=64, height=64, script_name="no such script")
     assert e.value.args[0] == 422 and "no such script" in str(e.value.args[1])
+
+
+def test_extras_and_upscaler_lists_from_webuiapi(served, api):
+    from PIL import Image
+
+    assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest", "R-ESRGAN 4x+"]
+    assert [(m["name"], m["scale"]) for m in api.get_realesrgan_models()] == [("R-ESRGAN 4x+", 4)]
+    src = Image.linear_gradient("L").resize((24, 16)).convert("RGB")
+    r = api.extra_single_image(src, upscaler_1="R-ESRGAN 4x+", upscaling_resize=4)
+    assert r.image.size == (96, 64)
+    assert "Postprocess upscaler: R-ESRGAN 4x+" in r.info   # webuiapi keeps html_info as .info
+    r = api.extra_batch_images([src, src.resize((16, 16))], upscaler_1="R-ESRGAN 4x+", upscaling_resize=2)
+    assert [im.size for im in r.images] == [(48, 32), (32, 32)]

@@ -55,6 +55,7 @@ class JobContext:
     styles: dict | None = None                   # prompt styles by name
     conditioners: dict = field(default_factory=dict)  # TextConditioner cache shared by the app's jobs
     save: Callable | None = None                 # save(image, infotext, seed, prompt, request, opts, grid=False)
+    upscalers: Any = None                        # modules.upscalers.UpscalerLibrary (None: the built-in ones only)
     # worked out by the job
     prompts: JobPrompts | None = None
     active_networks: Any = None                  # extra_networks.ActiveNetworks while merged

@@ -10,7 +10,20 @@ from modules import prompt_parser, upscalers
 from modules.engine import inpaint, prompts, sampling, vae
 from modules.engine.context import Batch, JobContext
 from modules.engine.denoiser import CFGDenoiser
-from modules.engine.request import hires_target
+from modules.engine.request import RequestError, hires_target
+
+
+def image_resizer(ctx: JobContext, name: str):
+    """``(im, w, h) -> image`` by the image upscaler ``name`` as A1111's ``resize_image`` uses it: a model
+    upscaler enlarges, Lanczos gives the exact size ("None": Lanczos alone)."""
+    if ctx.upscalers is None or upscalers.is_builtin(name):
+        return lambda im, w, h: upscalers.upscale_image(im, "Lanczos" if name == "None" else name, w, h)
+    try:
+        def progress(done, total):   # shown by the progress API and the page while the tiles run
+            ctx.control.textinfo = f"{name}: tile {done}/{total}"
+        return ctx.upscalers.resizer(name, ctx.opts, interrupted=lambda: ctx.control.interrupted, progress=progress)
+    except upscalers.UpscalerError as e:
+        raise RequestError("hr_upscaler", str(e)) from None
 
 
 def upscale(ctx: JobContext, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -20,7 +33,8 @@ def upscale(ctx: JobContext, latents: torch.Tensor, width: int, height: int) -> 
         mode, antialias = upscalers.LATENT_UPSCALE_MODES[name]
         kw = {"antialias": antialias, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
         return F.interpolate(latents.float(), size=(height // 8, width // 8), mode=mode, **kw).to(ctx.device)
-    imgs = [upscalers.upscale_image(im, name, width, height) for im in vae.tensor_to_pil(vae.decode(ctx, latents))]
+    resize = image_resizer(ctx, name)
+    imgs = [resize(im, width, height) for im in vae.tensor_to_pil(vae.decode(ctx, latents))]
     return vae.encode(ctx, torch.cat([vae.pil_to_tensor(im) for im in imgs])).to(ctx.device)
 
 

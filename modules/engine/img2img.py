@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from modules.engine import inpaint, prompts, sampling, vae
+from modules.engine import hires, inpaint, prompts, sampling, vae
 from modules.engine.context import Batch, JobContext
 from modules.engine.denoiser import CFGDenoiser
 from modules.engine.txt2img import latent_shape
@@ -13,7 +13,9 @@ from modules.engine.txt2img import latent_shape
 def run_batch(ctx: JobContext, batch: Batch) -> tuple[torch.Tensor, inpaint.Overlay | None]:
     """The batch's latents, and how to paste the pictures back over the originals (inpainting)."""
     req = ctx.request
-    prepared = inpaint.prepare_images(req)
+    name = ctx.opts.get("upscaler_for_img2img") or "None"
+    resize = None if name in ("None", "Lanczos") or ctx.upscalers is None else hires.image_resizer(ctx, name)
+    prepared = inpaint.prepare_images(req, resize)
     image_rng = ctx.image_rng(latent_shape(ctx, req.width, req.height), batch.seeds, batch.subseeds)
     image_t = torch.cat([vae.pil_to_tensor(prepared.init[i % len(prepared.init)]) for i in range(batch.size)])
     image_latents = vae.encode(ctx, image_t).to(ctx.device)

@@ -63,14 +63,16 @@ class InpaintConditioning:
     latent_mask: torch.Tensor | None = None
 
 
-def prepare_images(req: GenerationRequest) -> PreparedImages:
-    """The init images and mask of an img2img request, resized (or cut out) to the job's size."""
+def prepare_images(req: GenerationRequest, upscaler=None) -> PreparedImages:
+    """The init images and mask of an img2img request, resized (or cut out) to the job's size; ``upscaler``
+    (a ``(im, w, h) -> image``, A1111's "Upscaler for img2img") enlarges the pictures, Lanczos otherwise."""
+    up = upscaler or "Lanczos"
     from modules import images as images_mod
 
     init = [im.convert("RGB") for im in req.init_images]
     mask = req.mask.convert("L") if req.mask is not None else None
     if mask is None:
-        return PreparedImages([images_mod.resize_image(req.resize_mode, im, req.width, req.height) for im in init],
+        return PreparedImages([images_mod.resize_image(req.resize_mode, im, req.width, req.height, up) for im in init],
                               None, None)
     if req.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
@@ -82,7 +84,7 @@ def prepare_images(req: GenerationRequest) -> PreparedImages:
         init = [im.crop(crop_box).resize((req.width, req.height), Image.LANCZOS) for im in init]
         model_mask = blurred.crop(crop_box).resize((req.width, req.height), Image.LANCZOS)
     else:  # the whole picture (also "only masked" with an empty mask)
-        init = [images_mod.resize_image(req.resize_mode, im, req.width, req.height) for im in init]
+        init = [images_mod.resize_image(req.resize_mode, im, req.width, req.height, up) for im in init]
         model_mask = images_mod.resize_image(req.resize_mode, blurred, req.width, req.height)
     if req.inpainting_fill == FILL:
         init = [fill_masked(im, model_mask) for im in init]

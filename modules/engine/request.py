@@ -142,9 +142,10 @@ def _is_unicode(text: str) -> bool:
 
 
 def _validate_hires(req: GenerationRequest) -> None:
-    if req.hr_upscaler not in upscalers.names():
+    # a built-in upscaler, or a model's name: the app checks that one is installed (UpscalerLibrary.check)
+    if not isinstance(req.hr_upscaler, str) or not req.hr_upscaler.strip():
         valid = ", ".join(upscalers.names())
-        raise RequestError("hr_upscaler", f"unknown upscaler {req.hr_upscaler!r}. Valid: {valid}")
+        raise RequestError("hr_upscaler", f"must name an upscaler: {valid} or an installed model's name")
     try:  # a hires pass always runs exactly its steps: a tiny strength stretches the schedule
         samplers.img2img_steps(req.hr_second_pass_steps or req.steps, req.denoising_strength, exact=True)
     except samplers.ScheduleTooLongError as e:
