@@ -1,4 +1,5 @@
-"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, PNG Info, History, Settings and Extensions tabs.
+"""The Gradio web UI: top bar (checkpoint, VAE, language), txt2img, img2img, Extras, PNG Info, History, Settings and
+Extensions tabs.
 
 `create_ui(app)` returns `(blocks, head_html, css)`; webui.py mounts the blocks
 on its FastAPI server.  Everything the page does goes through the
@@ -13,7 +14,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from modules.ui import common, extensions_ui, extra_networks_ui, history_ui, img2img, pnginfo, settings, txt2img
+from modules.ui import (common, extensions_ui, extra_networks_ui, extras_ui, history_ui, img2img, pnginfo, settings,
+                        txt2img)
 from modules.ui.common import GenTab
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class UI:
     tabs: gr.Tabs
     extensions: SimpleNamespace | None = None
     history: SimpleNamespace | None = None
+    extras: SimpleNamespace | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -169,10 +172,12 @@ def wire_top_bar(app, top: dict, t2i: GenTab, i2i: GenTab) -> None:
     top["checkpoint"].input(on_checkpoint, inputs=[top["checkpoint"]], outputs=[top["checkpoint"], *sizes, top["status"]],
                             api_visibility="private")
     def on_refresh():
-        ckpt, vae, status = refresh_checkpoints(app)
-        return ckpt, vae, status_update(status)
-    top["refresh"].click(on_refresh, outputs=[top["checkpoint"], top["vae"], top["status"]],
-                         api_visibility="private")
+        ckpt, vae, status = refresh_checkpoints(app)   # also lists the upscaler models again
+        return ckpt, vae, status_update(status), gr.update(choices=app.upscalers.names())
+    # the Extras tab chains its upscaler dropdowns' new choices to this (top["refresh_event"].then)
+    top["refresh_event"] = top["refresh"].click(
+        on_refresh, outputs=[top["checkpoint"], top["vae"], top["status"], t2i.c["hr_upscaler"]],
+        api_visibility="private")
     top["vae"].input(lambda v: status_update(set_vae(app, v)), inputs=[top["vae"]], outputs=[top["status"]],
                      show_progress="hidden", api_visibility="private")
     top["language"].input(lambda v: set_language(app, v), inputs=[top["language"]], show_progress="hidden",
@@ -262,6 +267,8 @@ def build_ui(app) -> UI:
                 t2i = txt2img.build(app, native)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = img2img.build(app, native)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                ext = extras_ui.build(app)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo.build(app)
             with gr.Tab("History", id="history", elem_id="tab_history") as history_tab:
@@ -277,6 +284,7 @@ def build_ui(app) -> UI:
         settings.wire(app, st)
         extensions_ui.wire(app, ex, ext_tab)
         wire_top_bar(app, top, t2i, i2i)
+        extras_ui.wire(app, ext, top, tabs, t2i, i2i, png)
         wire_send(app, t2i, i2i, tabs)
         wire_send(app, i2i, i2i, tabs)
 
@@ -294,9 +302,11 @@ def build_ui(app) -> UI:
         loaded.then(None, js=LOADED_JS)
         demo.load(**t2i.reconnect_args)
         demo.load(**i2i.reconnect_args)
+        demo.load(lambda: extras_ui.upscaler_updates(app), outputs=[ext.upscaler_1, ext.upscaler_2],
+                  show_progress="hidden", api_visibility="private", queue=False)
     demo.queue(default_concurrency_limit=16)
     return UI(blocks=demo, top=top, txt2img=t2i, img2img=i2i, pnginfo=png, settings=st, tabs=tabs, extensions=ex,
-              history=hist)
+              history=hist, extras=ext)
 
 
 def create_ui(app) -> tuple[gr.Blocks, str, str]:

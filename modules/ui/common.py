@@ -512,6 +512,8 @@ class GenTab:
                                                        size="sm", min_width=100))
                     self.add("send_inpaint", gr.Button("Send to inpaint", elem_id=self._id("send_to_inpaint"),
                                                        size="sm", min_width=100))
+                    self.add("send_extras", gr.Button("Send to extras", elem_id=self._id("send_to_extras"),
+                                                      size="sm", min_width=100))
             self.add("save_result", gr.HTML("", elem_id=self._id("save_result"), js_on_load=None,
                                             elem_classes=["no-translate"]))
             self.add("info", gr.HTML("", elem_id=self._id("generation_info"), elem_classes=["sdw-generation-info", "no-translate"],
@@ -766,7 +768,7 @@ def _num(value, cast):
         return None
 
 
-def _control_value(name: str, value: Any) -> Any:
+def _control_value(name: str, value: Any, app=None) -> Any:
     """A pasted field value as its control shows it (None: the control has no such choice)."""
     f = fields.FIELDS[name]
     if f.choices is not None:
@@ -777,8 +779,15 @@ def _control_value(name: str, value: Any) -> Any:
     if name == "scheduler":
         found = samplers.find_schedule_type(value)
         return found.label if found is not None else None
-    if name == "hr_upscaler":
-        return value if value in upscalers.names() else None
+    if name == "hr_upscaler":   # an installed model by its name (or its file's name, as A1111's recipes write it)
+        if value in upscalers.names():
+            return value
+        library = getattr(app, "upscalers", None)
+        try:
+            found = library.resolve(value) if library is not None else None
+        except upscalers.UpscalerError:
+            return None
+        return found.name if found is not None else None
     return value
 
 
@@ -791,7 +800,7 @@ def paste_updates(app, tab: GenTab, params: dict, send_seed: bool = True) -> dic
             values.pop(name, None)
     out: dict[str, Any] = {}
     for name, value in values.items():
-        shown = _control_value(name, value) if name in tab.c else None
+        shown = _control_value(name, value, app) if name in tab.c else None
         if shown is not None:
             out[name] = shown
     if any(name in out for name in SEED_EXTRA_FIELDS):

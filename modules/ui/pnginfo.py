@@ -68,7 +68,9 @@ def build(app) -> SimpleNamespace:
             with gr.Row():
                 to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
                 to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
-    return SimpleNamespace(image=image, info=info, text=text, to_txt2img=to_txt2img, to_img2img=to_img2img)
+                to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras")
+    return SimpleNamespace(image=image, info=info, text=text, to_txt2img=to_txt2img, to_img2img=to_img2img,
+                           to_extras=to_extras)
 
 
 def send_updates(app, tab: common.GenTab, infotext: str) -> dict:

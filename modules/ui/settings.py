@@ -27,6 +27,7 @@ DYNAMIC_CHOICES = {
     "default_sampler": lambda app: samplers.sampler_names(),
     "default_scheduler": lambda app: samplers.schedule_type_labels(),
     "localization": localization_choices,
+    "upscaler_for_img2img": lambda app: app.upscalers.names(latent=False),
 }
 
 

@@ -5,7 +5,7 @@ from typing import Iterator
 
 import gradio as gr
 
-from modules import fields, upscalers
+from modules import fields
 from modules.engine.request import GenerationRequest, RequestError
 from modules.ui import common, scripts_ui
 from modules.ui.common import GenTab
@@ -45,7 +45,8 @@ def build(app, native: int) -> GenTab:
                 tab.add("enable_hr", gr.Checkbox(label=fields.label("enable_hr"), elem_id="txt2img_enable_hr",
                                                  value=fields.FIELDS["enable_hr"].default), field=True)
                 with gr.Row():
-                    tab.add("hr_upscaler", gr.Dropdown(label=fields.label("hr_upscaler"), choices=upscalers.names(),
+                    tab.add("hr_upscaler", gr.Dropdown(label=fields.label("hr_upscaler"),
+                                                       choices=app.upscalers.names(),
                                                        value=fields.FIELDS["hr_upscaler"].default,
                                                        elem_id="txt2img_hr_upscaler"), field=True)
                     tab.slider("hr_second_pass_steps", "txt2img_hires_steps")
