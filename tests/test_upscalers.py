@@ -340,3 +340,30 @@ def test_swinir_and_dat_files_by_a1111_names_with_their_own_tile_settings(tmp_pa
         assert np.asarray(out).std() > 1
         counts[name] = seen[-1]
     assert counts == {"SwinIR 4x": 6, "DAT x2": 1}   # SwinIR: 3 x 2 tiles of 16 px; DAT: whole (DAT_tile 0)
+
+
+def test_img2img_enlarges_its_init_image_with_the_upscaler_for_img2img_setting(env):
+    app, client, _ = env
+    net, _ = app.upscalers.network(app.upscalers.resolve("R-ESRGAN 2x+"))
+    calls = []
+    hook = net.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    body = {"init_images": [b64(noise_image(32, 32))], "prompt": "x", "steps": 2, "width": 64, "height": 64,
+            "seed": 3, "denoising_strength": 0.3}
+    try:
+        plain = client.post(f"{API}/img2img", json=body)
+        assert calls == []                       # "None" (the default): Lanczos
+        model = client.post(f"{API}/img2img", json={**body, "override_settings": {
+            "upscaler_for_img2img": "R-ESRGAN 2x+"}})
+    finally:
+        hook.remove()
+    assert plain.status_code == model.status_code == 200, model.text
+    assert calls == [(1, 3, 64, 64)]
+    assert unb64(plain.json()["images"][0]).tobytes() != unb64(model.json()["images"][0]).tobytes()
+
+
+def test_the_page_names_the_skipped_upscaler_files(env):
+    from modules import ui
+
+    text = ui.model_status_html(env[0])
+    assert "Skipped upscaler files: " in text and "empty.pth: not a PyTorch file" in text
+    assert "(and 1 more)" in text     # six bad files, five named

@@ -74,6 +74,10 @@ def model_status_html(app) -> str:
     if bad:
         parts.append("Skipped model files: " + "; ".join(f"{b.filename.name}: {b.reason}" for b in bad[:5])
                      + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""))
+    bad_up = getattr(getattr(app, "upscalers", None), "bad_files", None) or []
+    if bad_up:
+        parts.append("Skipped upscaler files: " + "; ".join(f"{b.filename.name}: {b.reason}" for b in bad_up[:5])
+                     + (f" (and {len(bad_up) - 5} more)" if len(bad_up) > 5 else ""))
     if not app.models.titles():
         dirs = ", ".join(str(d) for d in app.paths.ckpt_dirs)
         parts.append(f"No checkpoint found; put a model file in {dirs} and press the refresh button.")

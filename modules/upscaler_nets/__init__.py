@@ -38,6 +38,14 @@ class ArchInfo:
         return f"{self.arch} {self.scale}x"
 
 
+def with_keys_checked(family: str, describe, sd: dict) -> ArchInfo:
+    """``describe(sd)``, a key it looks for and does not find being an UnsupportedModel naming it."""
+    try:
+        return describe(sd)
+    except KeyError as e:
+        raise UnsupportedModel(f"{family}-like weights without {e}") from None
+
+
 def unwrap(obj) -> dict:
     """The state dict inside what a ``.pth`` holds: BasicSR's ``params_ema`` / ``params``, a ``state_dict``
     or ``model`` entry, or the dict itself."""

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.upscaler_nets import ArchInfo, UnsupportedModel
-from modules.upscaler_nets.swinir import (IMG_RANGE, MaskCache, block_layout, mean_buffer, pixelshuffle_scale,
-                                          relative_position_index, resi_conv, resi_kind, shifted_window_mask,
-                                          strip_derived, to_image, to_tokens, upsample, upsample_one_step,
-                                          window_merge, window_partition, windowed_attention)
+from modules.upscaler_nets import ArchInfo, UnsupportedModel, with_keys_checked
+from modules.upscaler_nets.swinir import (IMG_RANGE, MaskCache, block_layout, direct_scale, mean_buffer,
+                                          pixelshuffle_scale, relative_position_index, resi_conv, resi_kind,
+                                          shifted_window_mask, strip_derived, to_image, to_tokens, upsample,
+                                          upsample_one_step, window_merge, window_partition, windowed_attention)
 
 # What the weights cannot say: a file without the rpe_biases / relative_position_index / attn_mask buffers
 # does not tell DAT-S ([8, 16]) from DAT-2 ([8, 32]); every other published variant uses [8, 32].
@@ -324,19 +324,12 @@ def reconstruction(sd: dict, in_ch: int) -> tuple[str, int, int]:
     if "conv_before_upsample.0.weight" in sd and "upsample.0.weight" in sd:
         return "pixelshuffle", pixelshuffle_scale(sd), int(sd["conv_before_upsample.0.weight"].shape[0])
     if "upsample.0.weight" in sd:
-        w = sd["upsample.0.weight"]
-        scale = round((w.shape[0] / in_ch) ** 0.5)
-        if scale < 2 or scale * scale * in_ch != w.shape[0]:
-            raise UnsupportedModel("upsample.0 has no scale^2 * channels outputs")
-        return "pixelshuffledirect", scale, 64
+        return "pixelshuffledirect", direct_scale(sd, in_ch), 64
     raise UnsupportedModel("no upsampling layers of a known kind")
 
 
 def describe(sd: dict) -> ArchInfo:
-    try:
-        return _describe(sd)
-    except KeyError as e:
-        raise UnsupportedModel(f"DAT-like weights without {e}") from None
+    return with_keys_checked("DAT", _describe, sd)
 
 
 def _describe(sd: dict) -> ArchInfo:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.upscaler_nets import ArchInfo, UnsupportedModel
+from modules.upscaler_nets import ArchInfo, UnsupportedModel, with_keys_checked
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)   # DIV2K mean the published models subtract (3-channel models only)
 IMG_RANGE = 1.0                       # every published SwinIR / DAT model uses 1.0 (not in the weights)
@@ -410,10 +410,7 @@ def reconstruction(sd: dict, in_ch: int) -> tuple[str, int, int]:
 
 
 def describe(sd: dict) -> ArchInfo:
-    try:
-        return _describe(sd)
-    except KeyError as e:
-        raise UnsupportedModel(f"SwinIR-like weights without {e}") from None
+    return with_keys_checked("SwinIR", _describe, sd)
 
 
 def _describe(sd: dict) -> ArchInfo:
