@@ -1,0 +1,1 @@
+"""ControlNet: control models, preprocessors and the sampling hook."""
