@@ -15,6 +15,7 @@ point                         arguments                       built-in users
 ``before_batch``              ctx, batch                      (for scripts: each batch, before its noise)
 ``after_conditioning``        ctx, encoded prompts            textual inversion: the embeddings a job used
 ``cfg_denoiser`` (wrap)       ctx, denoiser -> denoiser       (for scripts: the object the sampler calls)
+``unet_call`` (wrap)          ctx, unet fn -> unet fn         (for scripts: ControlNet adds its residuals)
 ``before_step``               ctx, step                       (for scripts)
 ``after_step``                ctx, step                       live previews take the step's prediction
 ``after_image_decoded`` (wrap) ctx, image -> image            (for scripts: the picture before saving)
@@ -24,7 +25,7 @@ point                         arguments                       built-in users
 
 ``fire`` calls the handlers in order and lets an exception through (a job hook that fails fails the
 job with its message); ``fire_all`` runs every handler and logs failures (``after_job``: every
-restore must run); ``wrap`` (``cfg_denoiser``, ``after_image_decoded``) passes an object through the handlers, each returning it or a replacement.
+restore must run); ``wrap`` (``cfg_denoiser``, ``unet_call``, ``after_image_decoded``) passes an object through the handlers, each returning it or a replacement.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 POINTS = ("app_started", "ui_tab_build", "ui_tab_wire", "before_job", "before_batch", "after_conditioning", "cfg_denoiser",
-          "before_step", "after_step", "after_image_decoded", "after_image_saved", "after_job")
+          "unet_call", "before_step", "after_step", "after_image_decoded", "after_image_saved", "after_job")
 
 
 class Hooks:

@@ -69,7 +69,7 @@ TXT2IMG, IMG2IMG, BOTH = "txt2img", "img2img", "both"
 BUILT_IN = "built-in"
 NONE_TITLE = "None"   # the Script dropdown's first choice
 
-KINDS = ("slider", "number", "checkbox", "dropdown", "radio", "textbox", "textarea", "html")
+KINDS = ("slider", "number", "checkbox", "dropdown", "radio", "textbox", "textarea", "html", "object")
 
 # hook method -> (hook point, kind): "fire" passes through, "wrap" may return a replacement
 HOOKS = {
@@ -78,6 +78,7 @@ HOOKS = {
     "before_step": ("before_step", "fire"),
     "after_step": ("after_step", "fire"),
     "cfg_denoiser": ("cfg_denoiser", "wrap"),
+    "unet_call": ("unet_call", "wrap"),
     "after_image": ("after_image_decoded", "wrap"),
     "after_job": ("after_job", "fire"),
 }
@@ -95,6 +96,8 @@ class Arg:
     UI that still takes a position in the API's list, as A1111's info boxes do; its value is ignored).
     ``choices`` of a dropdown or radio: labels, or a function of ``(app, is_img2img)`` giving them; the
     value is the label (the API also takes the index, as A1111's ``type="index"`` controls do).
+    ``object``: a JSON value (e.g. a ControlNet unit) checked and normalised by ``parse`` (ValueError saying
+    what is wrong); its UI control is a hidden JSON holder the script's ``ui_extra`` controls fill.
     """
     name: str
     label: str
@@ -109,6 +112,7 @@ class Arg:
     infotext: str | None = None    # the key of the generation parameters text
     info: str = ""                 # help text under the control
     visible: bool = True           # shown in the UI (hidden ones still take their API position)
+    parse: Callable[[Any], Any] | None = None   # kind "object": value -> normalised value
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -129,6 +133,8 @@ class Arg:
         k = self.kind
         if k == "html":
             return self.default
+        if k == "object":
+            return self.parse(value) if self.parse is not None else value
         if k == "checkbox":
             if isinstance(value, str) and value.strip().lower() in ("true", "false"):
                 return value.strip().lower() == "true"
@@ -222,6 +228,7 @@ class Script:
     alwayson: bool = False
     source: str = BUILT_IN       # "built-in", or the extension's folder name (set when loaded)
     path: str = ""               # the file it came from
+    app: Any = None              # the app of the registry it was added to (its settings, its libraries)
 
     def args(self, is_img2img: bool) -> list[Arg]:
         return []
@@ -326,6 +333,8 @@ class ScriptRegistry:
         return found
 
     def add(self, script: Script) -> Script:
+        if script.app is None:
+            script.app = self.app
         with self._lock:
             self.scripts = [s for s in self.scripts if s.name != script.name] + [script]
         return script
@@ -478,8 +487,8 @@ class ScriptRegistry:
             try:
                 return fn(ctx, *args, a)
             except Exception as e:  # noqa: BLE001 - a failing script is switched off; the job goes on
-                if type(e).__name__ == "Interrupted":
-                    raise
+                if type(e).__name__ == "Interrupted" or isinstance(e, RequestError):
+                    raise   # a RequestError fails the job as bad input (the API's 422), the script stays on
                 state["off"] = True
                 registry._disable_script(script, f"script '{script.title}' {method}", e)
                 ctx.warn(f"script '{script.title}' failed in {method} ({type(e).__name__}: {e}); "

@@ -75,6 +75,35 @@ def test_a_wrapped_denoiser_changes_the_picture(loaded, one_thread):
     assert wrapped.images[0].tobytes() == zero.images[0].tobytes() != seven.images[0].tobytes()
 
 
+def test_unet_call_sees_every_call_and_its_extra_inputs_reach_the_unet(loaded, one_thread):
+    """unet_call: a wrapper sees each UNet call (which chunks are the negative prompt's, the call count) and
+    what it adds to the keyword arguments reaches the UNet: the residuals of a ControlNet made from the UNet
+    (diffusers' from_unet: zero convolutions, so zero residuals) leave the picture as it is; one added to the
+    middle block's residual changes it."""
+    from diffusers import ControlNetModel
+
+    cn = ControlNetModel.from_unet(loaded.components.unet).eval()
+    seen = []
+
+    def wrap(ctx, unet, shift=0.0):
+        def call(x, t, context, extra, info):
+            seen.append((tuple(x.shape), tuple(info.negative), info.batch, info.calls))
+            with torch.no_grad():
+                down, mid = cn(x, t, encoder_hidden_states=context, controlnet_cond=torch.zeros(x.shape[0], 3, 64, 64),
+                               return_dict=False)
+            extra = {**extra, "down_block_additional_residuals": down, "mid_block_additional_residual": mid + shift}
+            return unet(x, t, context, extra, info)
+        return call
+    h = hooks.default_hooks()
+    h.add("unet_call", wrap, "rec")
+    plain = engine.generate(loaded, request(), Options().snapshot())
+    zero = engine.generate(loaded, request(), Options().snapshot(), hooks=h)
+    assert seen == [((2, 4, 8, 8), (True, False), 1, i) for i in range(4)]   # Euler: one call a step
+    h.add("unet_call", lambda ctx, unet: wrap(ctx, unet, 1.0), "rec")
+    moved = engine.generate(loaded, request(), Options().snapshot(), hooks=h)
+    assert zero.images[0].tobytes() == plain.images[0].tobytes() != moved.images[0].tobytes()
+
+
 def test_after_job_runs_when_the_job_fails_and_a_failing_hook_fails_the_job(loaded, one_thread):
     comps = copy.deepcopy(loaded.components)
     with torch.no_grad():

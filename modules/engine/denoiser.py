@@ -8,14 +8,37 @@ length share one batched UNet call (A1111's default: prompts of different length
 they run separately).  The model family adds its extra UNet inputs (SDXL: pooled text and time ids).
 
 The sampling stage passes the denoiser through the ``cfg_denoiser`` hook point, so a script can wrap
-or replace it (anything with the same call signature).
+or replace it (anything with the same call signature). The UNet call itself goes through the ``unet_call``
+hook point: ``fn(x, t, context, extra, call) -> output`` where ``extra`` holds the UNet's keyword arguments
+beyond the text context and ``call`` (a :class:`UNetCall`) says which conditionings the batch holds; a
+wrapper may add keyword arguments (ControlNet's ``down_block_additional_residuals``) and call on.
 """
 from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from modules.engine.context import JobContext
 from modules.engine.prompts import EncodedPrompts
+
+
+@dataclass
+class UNetCall:
+    """What one UNet call holds: ``negative[i]`` whether the i-th of its equal chunks (each ``batch`` latents)
+    is the negative prompt's; ``size`` (height, width) in pixels; ``calls``: the denoiser calls before it in
+    this sampler pass; ``denoiser``: the CFGDenoiser making it."""
+    negative: list
+    batch: int
+    size: tuple
+    calls: int
+    denoiser: "CFGDenoiser"
+
+
+def plain_unet(ctx: JobContext):
+    def call(x, t, context, extra: dict, info: UNetCall):
+        return ctx.components.unet(x, t, encoder_hidden_states=context, return_dict=False, **extra)[0]
+    return call
 
 
 class CFGDenoiser:
@@ -29,6 +52,8 @@ class CFGDenoiser:
         self.calls = 0
         # CFG scale 1 with one plain prompt needs no unconditional pass
         self.needs_uncond = not (self.cfg_scale == 1.0 and prompts.plain)
+        unet = plain_unet(ctx)
+        self.unet = ctx.hooks.wrap("unet_call", ctx, unet) if ctx.hooks is not None else unet
 
     def __call__(self, x: torch.Tensor, t, cfg_mult: float = 1.0):
         conds = [s.at(self.calls) for s in self.prompts.positive]
@@ -60,7 +85,8 @@ class CFGDenoiser:
             x_in = torch.cat([x] * n).to(ctx.dtype)
             extra = ctx.family.denoiser_inputs(ctx.spec, [conds[gi] for gi in idxs], [negative[gi] for gi in idxs],
                                                self.size, batch, ctx.device, ctx.dtype, ctx.cache)
-            out = ctx.components.unet(x_in, t, encoder_hidden_states=context, return_dict=False, **extra)[0].float()
+            negs = [negative[gi] for gi in idxs]
+            out = self.unet(x_in, t, context, extra, UNetCall(negs, batch, self.size, self.calls, self)).float()
             for gi, chunk in zip(idxs, out.chunk(n)):
                 outs[gi] = chunk
         return outs

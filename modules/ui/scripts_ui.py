@@ -47,6 +47,8 @@ def control(app, arg: scripts_mod.Arg, elem_id: str, is_img2img: bool):
         return gr.Textbox(value=arg.default or "", lines=4, max_lines=40, **kw)
     if k == "html":
         return gr.HTML(arg.default or "", elem_id=elem_id, visible=arg.visible, js_on_load=None)
+    if k == "object":   # filled by the script's own controls (ui_extra / ui_wire)
+        return gr.JSON(value=arg.default, elem_id=elem_id, visible=False, label=arg.label)
     return gr.Textbox(value=arg.default or "", lines=1, max_lines=1, **kw)
 
 
