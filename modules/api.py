@@ -1184,7 +1184,8 @@ def _validation_detail(errors: list[dict]) -> tuple[str, list[dict]]:
 
 
 def _is_api_path(request: Request) -> bool:
-    return request.url.path.startswith(PREFIX + "/") or request.url.path == PREFIX
+    path = request.url.path
+    return path.startswith(PREFIX + "/") or path == PREFIX or path.startswith("/controlnet/")
 
 
 def install_error_handlers(server: FastAPI) -> None:
@@ -1221,6 +1222,8 @@ def register(server: FastAPI, app) -> None:
     api = SdApi(app, getattr(app.args, "api_auth", None))
     install_error_handlers(server)
     server.include_router(api.router)
+    from modules import api_controlnet
+    server.include_router(api_controlnet.build_router(api))   # sd-webui-controlnet's routes
     server.state.sdapi = api
 
 

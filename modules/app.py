@@ -39,6 +39,8 @@ class App:
         self.extra_networks = extra_networks.Library(self.paths.lora_dirs, self.paths.embeddings_dirs,
                                                      models=self.models)
         self.upscalers = upscalers.UpscalerLibrary.from_paths(self.paths, self.args, device=str(self.policy.device))
+        from modules.controlnet.library import ControlNetLibrary
+        self.controlnets = ControlNetLibrary.from_paths(self.paths, self.args)
         self.model_error: str | None = None
         self.loader: threading.Thread | None = None   # the background model load started at app start
         self._listed = threading.Event()
@@ -58,6 +60,10 @@ class App:
         infos = self.models.refresh()
         self.extra_networks.refresh()  # [extra networks]
         self.upscalers.refresh()
+        try:
+            self.controlnets.refresh()
+        except Exception:  # noqa: BLE001 - the ControlNet folder must never stop the checkpoints' listing
+            log.exception("listing the ControlNet models failed")
         self._listed.set()
         return infos
 

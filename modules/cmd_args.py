@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--realesrgan-models-path", default=None, help="an extra folder scanned for Real-ESRGAN upscaler models")
     g.add_argument("--swinir-models-path", default=None, help="an extra folder scanned for SwinIR upscaler models")
     g.add_argument("--dat-models-path", default=None, help="an extra folder scanned for DAT upscaler models")
+    g.add_argument("--controlnet-dir", default=None, help="an extra folder scanned for ControlNet models")
     g.add_argument("--ckpt", default=None, help="checkpoint to load at start (title, name, short hash or path)")
     g.add_argument("--ui-settings-file", default=None, help="settings file (default: <data-dir>/config.json)")
     g.add_argument("--styles-file", default=None, help="prompt styles file (default: <data-dir>/styles.csv)")
