@@ -16,10 +16,10 @@ VERSION = 2   # the extension's API version number (its /controlnet/version answ
 
 def build_router(sdapi) -> APIRouter:
     """The routes for ``sdapi`` (a modules.api.SdApi: its app, its auth, its errors)."""
-    from modules.api import ApiError, decode_image, encode_image
+    from modules.api import ERROR_RESPONSES, ApiError, decode_image, encode_image
 
     deps = [Depends(sdapi._auth_dependency())] if sdapi.credentials else []
-    r = APIRouter(prefix=PREFIX, dependencies=deps, tags=["controlnet"])
+    r = APIRouter(prefix=PREFIX, dependencies=deps, tags=["controlnet"], responses=ERROR_RESPONSES)
     app = sdapi.app
 
     @r.get("/version")
