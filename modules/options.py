@@ -42,6 +42,7 @@ SECTIONS = {
     "live-preview": "Live previews",
     "upscaling": "Upscaling",
     "limits": "Request limits",
+    "control_net": "ControlNet",
 }
 
 
@@ -140,6 +141,11 @@ def _declare() -> list[OptionInfo]:
           "saving-paths", ""),
         o("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab",
           "saving-images", ""),
+        # ControlNet (sd-webui-controlnet's keys and labels)
+        o("control_net_unit_count", 3, "Multi-ControlNet: ControlNet unit number", "control_net",
+          "How many ControlNet units a job takes.", minimum=1, maximum=10, step=1, restart=True),
+        o("control_net_model_cache_size", 2, "Model cache size", "control_net",
+          "ControlNet models kept loaded.", minimum=1, maximum=10, step=1),
         # live previews
         o("live_previews_enable", True, "Show live previews of the created image", "live-preview", ""),
         o("show_progress_every_n_steps", 5, "Live preview display period", "live-preview",
