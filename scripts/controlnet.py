@@ -42,6 +42,15 @@ class ControlNet(Script):
             raise RuntimeError("ControlNet needs the app's ControlNet library")
         return lib
 
+    def ui_extra(self, tab, comps, is_img2img):
+        from modules.ui import controlnet_ui
+        return controlnet_ui.build(self.app, tab, is_img2img, self.unit_count())
+
+    def ui_wire(self, tab, comps, is_img2img):
+        from modules.ui import controlnet_ui
+        holders = [comps[f"unit_{i}"] for i in range(self.unit_count())]
+        controlnet_ui.wire(self.app, tab, comps, holders, is_img2img)
+
     def before_job(self, ctx, a):
         ctx.state[apply.STATE_KEY] = apply.prepare(ctx, self.library(), self.unit_list(a))
 
