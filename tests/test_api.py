@@ -291,8 +291,8 @@ def test_errors_are_json_4xx_naming_the_field(env):
     r = client.post(f"{API}/txt2img", json={**SMALL, "script_name": "No such script"})
     assert "'No such script' not found" in assert_error(r, 422, "script_name")["detail"]
     # an always-on script that is not installed: 422 as in A1111
-    r = client.post(f"{API}/txt2img", json={**SMALL, "alwayson_scripts": {"ControlNet": {"args": []}}})
-    assert "'ControlNet' not found" in assert_error(r, 422, "alwayson_scripts.ControlNet")["detail"]
+    r = client.post(f"{API}/txt2img", json={**SMALL, "alwayson_scripts": {"ADetailer": {"args": []}}})
+    assert "'ADetailer' not found" in assert_error(r, 422, "alwayson_scripts.ADetailer")["detail"]
     r = client.post(f"{API}/txt2img", json={**SMALL, "enable_hr": True, "hr_upscaler": "ESRGAN_4x"})
     assert_error(r, 422, "hr_upscaler")
     r = client.post(f"{API}/txt2img", content=b'{"seed": 1, "override_settings": {"x": NaN}}',

@@ -33,7 +33,8 @@ def server(tmp_path_factory):
 
 
 def extras_files(data) -> list:
-    return sorted((data / "outputs" / "extras-images").glob("*.png"))
+    # not the temp file a save writes before it renames it into place
+    return sorted(p for p in (data / "outputs" / "extras-images").glob("*.png") if not p.name.startswith("."))
 
 
 def pick(page, selector, option):
