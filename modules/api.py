@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import copy
 import html
 import io
@@ -38,7 +37,6 @@ import os
 import secrets
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -377,38 +375,10 @@ def _options_model(opts) -> type[BaseModel]:
 
 def decode_image(value: Any, field: str) -> Image.Image:
     """A base64 string (optionally a ``data:image/...;base64,`` URL) -> a loaded PIL image, or 422 naming ``field``."""
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(422, "is empty; expected a base64-encoded image", field)
-    s = value.strip()
-    if s.startswith(("http://", "https://")):
-        raise ApiError(422, "image URLs are not fetched; send the image as base64", field)
-    if s.startswith("data:"):
-        head, sep, s = s.partition(",")
-        if not sep or ";base64" not in head:
-            raise ApiError(422, "is a data: URL without base64 data", field)
-    s = "".join(s.split())
-    s += "=" * (-len(s) % 4)
     try:
-        raw = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.b64decode(s.encode("ascii"), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise ApiError(422, "is not valid base64", field) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(raw))
-            if im.width > MAX_INPUT_SIDE or im.height > MAX_INPUT_SIDE or im.width * im.height > MAX_INPUT_PIXELS:
-                raise ApiError(422, f"image is too large ({im.width}x{im.height})", field)
-            im.load()
-    except ApiError:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever PIL raises for bad data is bad input
-        raise ApiError(422, f"is not an image that can be read ({e.__class__.__name__}: {e})", field) from None
-    if im.width < 1 or im.height < 1:
-        raise ApiError(422, "image is empty", field)
-    return im
+        return images.decode_base64_image(value, MAX_INPUT_SIDE, MAX_INPUT_PIXELS)
+    except images.ImageDecodeError as e:
+        raise ApiError(422, str(e), field) from None
 
 
 def encode_image(im: Image.Image, geninfo: str | None = None, fmt: str = "png", quality: int = 80) -> str:

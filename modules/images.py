@@ -617,3 +617,53 @@ def resize_image(resize_mode: int | str, im: Image.Image, width: int, height: in
             res.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
                       box=(fill_width + src_w, 0))
     return res
+
+
+# --------------------------------------------------------------------------------------
+# images sent as text (the API, ControlNet units)
+# --------------------------------------------------------------------------------------
+
+class ImageDecodeError(ValueError):
+    """A base64 image that cannot be used; the message says why (callers add the field's name)."""
+
+
+def decode_base64_image(value, max_side: int = 16384, max_pixels: int = 64 * 1024 * 1024) -> Image.Image:
+    """A base64 text (a ``data:image/...;base64,`` URL too; URL-safe base64 accepted) -> a loaded PIL image.
+    Nothing is fetched; a picture over ``max_side`` / ``max_pixels`` is refused before it is decoded."""
+    import base64
+    import binascii
+    import io
+    import warnings
+
+    if not isinstance(value, str) or not value.strip():
+        raise ImageDecodeError("is empty; expected a base64-encoded image")
+    s = value.strip()
+    if s.startswith(("http://", "https://")):
+        raise ImageDecodeError("image URLs are not fetched; send the image as base64")
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise ImageDecodeError("is a data: URL without base64 data")
+    s = "".join(s.split())
+    s += "=" * (-len(s) % 4)
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.b64decode(s.encode("ascii"), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise ImageDecodeError("is not valid base64") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(raw))
+            if im.width > max_side or im.height > max_side or im.width * im.height > max_pixels:
+                raise ImageDecodeError(f"image is too large ({im.width}x{im.height})")
+            im.load()
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever PIL raises for bad data is bad input
+        raise ImageDecodeError(f"is not an image that can be read ({e.__class__.__name__}: {e})") from None
+    if im.width < 1 or im.height < 1:
+        raise ImageDecodeError("image is empty")
+    return im

@@ -25,11 +25,7 @@ weight (soft scales 0.25, 0.62, 0.825, 1).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import logging
-import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,40 +54,12 @@ MAX_SIDE, MAX_PIXELS = 16384, 64 * 1024 * 1024
 
 def decode_image(value: Any, where: str) -> Image.Image:
     """A base64 text (a ``data:image/...;base64,`` URL too) -> a loaded PIL image; RequestError naming ``where``."""
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(where, "is empty; expected a base64-encoded image")
-    s = value.strip()
-    if s.startswith(("http://", "https://")):
-        raise RequestError(where, "image URLs are not fetched; send the image as base64")
-    if s.startswith("data:"):
-        head, sep, s = s.partition(",")
-        if not sep or ";base64" not in head:
-            raise RequestError(where, "is a data: URL without base64 data")
-    s = "".join(s.split())
-    s += "=" * (-len(s) % 4)
-    try:
-        raw = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.b64decode(s.encode("ascii"), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise RequestError(where, "is not valid base64") from None
-    return _open_image(raw, where)
+    from modules import images
 
-
-def _open_image(raw: bytes, where: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(raw))
-            if im.width > MAX_SIDE or im.height > MAX_SIDE or im.width * im.height > MAX_PIXELS:
-                raise RequestError(where, f"image is too large ({im.width}x{im.height})")
-            im.load()
-    except RequestError:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever PIL raises for bad data is bad input
-        raise RequestError(where, f"is not an image that can be read ({type(e).__name__}: {e})") from None
-    return im
+        return images.decode_base64_image(value, MAX_SIDE, MAX_PIXELS)
+    except images.ImageDecodeError as e:
+        raise RequestError(where, str(e)) from None
 
 
 def to_array(im: Image.Image) -> np.ndarray:
