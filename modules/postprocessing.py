@@ -119,6 +119,11 @@ def process(library: UpscalerLibrary, im: Image.Image, p: ExtrasParams, opts: di
             ) -> tuple[Image.Image, dict]:
     """(picture, infotext items) of one source picture."""
     check(library, p, im.size)
+    return _enlarge(library, im, p, opts, progress, interrupted)
+
+
+def _enlarge(library, im, p: ExtrasParams, opts, progress, interrupted) -> tuple[Image.Image, dict]:
+    """:func:`process` after its check."""
     base = im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else "RGB")
     info: dict = {}
     if p.upscaler_1 == "None":
@@ -203,7 +208,7 @@ def run(app, sources: list[tuple[Image.Image, str | None]], p: ExtrasParams, *, 
     with _RUN_LOCK:
         for im, name in sources:
             geninfo, _ = images.read_info_from_image(im)
-            picture, info = process(library, im, p, opts, progress=progress, interrupted=interrupted)
+            picture, info = _enlarge(library, im, p, opts, progress, interrupted)   # checked above
             result = ExtrasResult(picture, infotext(info), geninfo, name)
             if save_output:
                 result.path = save(app, result, im, opts, output_dir)

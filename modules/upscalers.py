@@ -351,9 +351,12 @@ class UpscalerLibrary:
 
     def resizer(self, name: str, opts: dict | None = None, **kw) -> Callable[[Image.Image, int, int], Image.Image]:
         """A ``(im, w, h) -> image`` for modules.images.resize_image, as A1111's ``resize_image`` uses an
-        upscaler: the network only when enlarging, then Lanczos to the exact size."""
+        upscaler: the network only when enlarging, then Lanczos to the exact size. The name is resolved here,
+        once: an upscaler that is not installed is an UpscalerError before any picture is worked on."""
+        model = self.resolve(name)
+
         def resize(im: Image.Image, w: int, h: int) -> Image.Image:
-            if self.resolve(name) is None:
+            if model is None:
                 return upscale_image(im, "Lanczos" if name == "None" else name, w, h)
             s = max(w / im.width, h / im.height)
             if s > 1.0:

@@ -16,7 +16,7 @@ from modules.engine.request import RequestError, hires_target
 def image_resizer(ctx: JobContext, name: str):
     """``(im, w, h) -> image`` by the image upscaler ``name`` as A1111's ``resize_image`` uses it: a model
     upscaler enlarges, Lanczos gives the exact size ("None": Lanczos alone)."""
-    if ctx.upscalers is None or upscalers.is_builtin(name):
+    if ctx.upscalers is None:
         return lambda im, w, h: upscalers.upscale_image(im, "Lanczos" if name == "None" else name, w, h)
     try:
         def progress(done, total):   # shown by the progress API and the page while the tiles run
