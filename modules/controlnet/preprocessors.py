@@ -487,3 +487,7 @@ def run(module: str, image: np.ndarray, res=None, thr_a=None, thr_b=None, **kw) 
     if p is None:
         raise KeyError(f"unknown ControlNet preprocessor {module!r}")
     return p(image, res, thr_a, thr_b, **kw)
+
+
+# the annotator networks register themselves with register_network() when their package is imported
+importlib.import_module("modules.controlnet.annotators")
