@@ -26,6 +26,7 @@ weight (soft scales 0.25, 0.62, 0.825, 1).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,6 +228,7 @@ class PreparedUnit:
     hr_option: str = HR_BOTH
     hints: dict = field(default_factory=dict)      # (h, w) -> (1, C, h, w) on the job's device and dtype
     features: dict = field(default_factory=dict)   # T2I-Adapter: (h, w) -> its features
+    embeddings: dict = field(default_factory=dict)  # ControlNet: (h, w) -> its conditioning embedding of the hint
 
     def acts(self, step: tuple[int, int] | None, hires: bool) -> bool:
         if (hires and self.hr_option == HR_LOW) or (not hires and self.hr_option == HR_HIGH):
@@ -383,13 +385,37 @@ def cond_mask(info, x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
+_EMBEDDING_LOCK = threading.Lock()
+
+
+def hint_embedding(u: PreparedUnit, size: tuple[int, int], device, dtype) -> torch.Tensor:
+    """(1, C, h/8, w/8): the ControlNet's conditioning embedding of the unit's hint at this size (with the
+    model's channel order), computed once per job and size: the hint does not change between steps, and the
+    embedding's convolutions at full picture resolution are a good part of a ControlNet call."""
+    if size not in u.embeddings:
+        hint = u.hint(size, device, dtype)
+        if u.net.config.controlnet_conditioning_channel_order == "bgr":
+            hint = torch.flip(hint, dims=[1])
+        u.embeddings[size] = u.net.controlnet_cond_embedding(hint)
+    return u.embeddings[size]
+
+
 def _controlnet_outputs(u: PreparedUnit, x, t, context, extra: dict, info) -> list[torch.Tensor]:
     net = u.net
     n_in = int(net.config.in_channels)
     x_in = x[:, :n_in] if x.shape[1] > n_in else x   # an inpainting UNet's 9 channels: the latents only
-    hint = u.hint(tuple(info.size), x.device, x.dtype).expand(x.shape[0], -1, -1, -1)
-    down, mid = net(x_in, t, encoder_hidden_states=context, controlnet_cond=hint, conditioning_scale=1.0,
-                    added_cond_kwargs=extra.get("added_cond_kwargs"), return_dict=False)
+    size = tuple(info.size)
+    emb = hint_embedding(u, size, x.device, x.dtype).expand(x.shape[0], -1, -1, -1)
+    hint = u.hint(size, x.device, x.dtype).expand(x.shape[0], -1, -1, -1)
+    embedding = net.controlnet_cond_embedding
+    with _EMBEDDING_LOCK:  # the network may be shared with a job on another thread
+        # the network's forward embeds controlnet_cond itself; for this call it gets the embedding made once
+        embedding.forward = lambda _cond: emb
+        try:
+            down, mid = net(x_in, t, encoder_hidden_states=context, controlnet_cond=hint, conditioning_scale=1.0,
+                            added_cond_kwargs=extra.get("added_cond_kwargs"), return_dict=False)
+        finally:
+            del embedding.forward
     return [*down, mid]
 
 
