@@ -250,6 +250,7 @@ def test_weight_needing_preprocessors_are_unavailable_and_name_their_files(tmp_p
 
 
 def test_found_weights_need_a_registered_network(tmp_path, monkeypatch):
+    monkeypatch.delitem(pp._NETWORKS, "depth", raising=False)   # the MiDaS annotator registers one
     (tmp_path / "midas").mkdir()
     weight = tmp_path / "midas" / "dpt_hybrid-midas-501f0c75.pt"
     weight.write_bytes(b"x")

@@ -11,7 +11,7 @@ grey into RGB and composites RGBA over white). `res`, `thr_a`, `thr_b` are the A
 extension's bound check does. The map is what the extension's preprocessor returns, at its size: most
 resize the image so its short side is `res` (cubic up, area down), pad it to a multiple of 64 by
 repeating the edge, run, and cut the padding off again; canny's map is HxW, the others HxWx3 (HxWx4 for
-inpaint). `control_hint()` turns a map into the float HxWxC array a control model is fed, `preview()`
+inpaint; the edge, line-art and depth annotators' maps are HxW too, as the extension's). `control_hint()` turns a map into the float HxWxC array a control model is fed, `preview()`
 into the RGB picture the "preview" button shows.
 
 Built here, without downloads: none, invert, canny, threshold, scribble_xdog, blur_gaussian,
