@@ -259,6 +259,11 @@ class Script:
     def ui_wire(self, tab, comps: dict, is_img2img: bool) -> None:
         """Events of the script's own controls (``comps``: argument or ui_extra name -> gradio component)."""
 
+    def ui_paste(self, params: dict, is_img2img: bool) -> dict:
+        """What pasting an infotext (``params``: its parsed fields) puts into the script's ui_extra controls:
+        name -> value or gradio update. Arguments named in the infotext are pasted without it."""
+        return {}
+
     def run(self, job: "ScriptJob", a: Args):
         raise NotImplementedError(f"script {self.title!r} has no run()")
 

@@ -51,6 +51,19 @@ class ControlNet(Script):
         holders = [comps[f"unit_{i}"] for i in range(self.unit_count())]
         controlnet_ui.wire(self.app, tab, comps, holders, is_img2img)
 
+    def ui_paste(self, params, is_img2img):
+        """The infotext's "ControlNet N" units into the unit tabs, in order; the tabs after them are turned
+        off so the pasted recipe runs as written (an infotext without ControlNet leaves the tabs alone)."""
+        from modules.ui import controlnet_ui
+        found = apply.units_from_infotext(params)
+        if not found:
+            return {}
+        found = found[:self.unit_count()]
+        out = controlnet_ui.units_to_updates(found, self.app)
+        for i in range(len(found), self.unit_count()):
+            out[f"cn{i}_enabled"] = False
+        return out
+
     def before_job(self, ctx, a):
         ctx.state[apply.STATE_KEY] = apply.prepare(ctx, self.library(), self.unit_list(a))
 

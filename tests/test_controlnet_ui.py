@@ -87,6 +87,8 @@ def call(blocks, comp, values: dict, event: str = "change", changes: dict | None
     f = handler(blocks, comp, event)
     args = [changes.get(c, values.get(c, getattr(c, "value", None))) for c in f.inputs]
     out = f.fn(*args)
+    if isinstance(out, dict) and out and not any(isinstance(k, str) for k in out):  # {component: update}
+        return out
     out = out if isinstance(out, tuple) else (out,)
     return dict(zip(f.outputs, out))
 
@@ -327,6 +329,37 @@ def test_units_to_updates(env):
     assert out[c["cn0_pasted"]] is None
     out = call(ui.blocks, c["cn0_module"], {c["cn0_module"]: "threshold", c["cn0_pasted"]: ups["cn0_pasted"]})
     assert out[c["cn0_threshold_a"]]["value"] == 127   # another module: its defaults
+
+
+def test_paste_of_an_infotext_restores_the_units(env):
+    """PNG Info's "Send to txt2img" with the extension's "ControlNet N" entries: the units' controls get the
+    recipe (the unit after them is turned off); an infotext without ControlNet leaves the units alone."""
+    from modules import infotext
+    app, ui, script = env
+    title = app.controlnets.titles()[0]
+    unit = {"enabled": True, "module": "canny", "model": units.model_name(title), "weight": 0.65,
+            "processor_res": 320, "threshold_a": 90, "threshold_b": 180, "guidance_start": 0.1,
+            "guidance_end": 0.7, "control_mode": "ControlNet is more important", "resize_mode": "Just Resize",
+            "pixel_perfect": False}
+    second = {**unit, "module": "invert (from white bg & black line)", "weight": 0.3, "control_mode": "Balanced"}
+    params = script.infotext({"unit_0": units.parse_unit(unit), "unit_1": units.parse_unit(second)})
+    text = "a red circle\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x64, " + ", ".join(
+        f"{k}: {infotext.quote(v)}" for k, v in params.items())
+    c = comps_of(ui, "txt2img")
+    out = call(ui.blocks, ui.pnginfo.to_txt2img, {ui.pnginfo.text: text}, event="click")
+    assert out[ui.txt2img.c["prompt"]] == "a red circle" and out[ui.txt2img.c["steps"]] == 20
+    assert out[c["cn0_enabled"]] is True and out[c["cn0_module"]]["value"] == "canny"
+    assert out[c["cn0_model"]]["value"] == title
+    assert (out[c["cn0_weight"]], out[c["cn0_guidance_start"]], out[c["cn0_guidance_end"]]) == (0.65, 0.1, 0.7)
+    assert out[c["cn0_control_mode"]] == "ControlNet is more important"
+    assert (out[c["cn0_processor_res"]]["value"], out[c["cn0_threshold_a"]]["value"],
+            out[c["cn0_threshold_b"]]["value"]) == (320, 90, 180)
+    assert out[c["cn1_enabled"]] is True and out[c["cn1_weight"]] == 0.3
+    assert out[c["cn1_module"]]["value"] == "invert (from white bg & black line)"
+    assert out[c["cn2_enabled"]] is False
+    plain = call(ui.blocks, ui.pnginfo.to_txt2img, {ui.pnginfo.text: "x\nSteps: 9, Seed: 1, Size: 64x64"},
+                 event="click")
+    assert plain[ui.txt2img.c["steps"]] == 9 and not any(k in plain for k in c.values() if k is not None)
 
 
 def test_strings_have_zh_cn(env):

@@ -20,6 +20,11 @@ def key(script: scripts_mod.Script, arg: scripts_mod.Arg) -> str:
     return f"script{SEP}{script.title}{SEP}{arg.name}"
 
 
+def extra_key(script: scripts_mod.Script, name: str) -> str:
+    """The tab's key of a script's ui_extra control."""
+    return f"script{SEP}{script.title}{SEP}{name}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -72,7 +77,10 @@ def _build_args(tab, app, script: scripts_mod.Script, is_img2img: bool) -> dict:
     if clash:
         app.scripts.report(script.source, f"script '{script.title}' ui_extra",
                            ValueError(f"names already taken by arguments: {', '.join(sorted(clash))}"))
-    comps.update({k: v for k, v in extra.items() if k not in clash})
+    for k, v in extra.items():
+        if k not in clash:
+            comps[k] = v
+            tab.add(extra_key(script, k), v)  # a paste target (Script.ui_paste), not a job field
     return comps
 
 
@@ -147,6 +155,15 @@ def paste_updates(app, tab, params: dict) -> dict:
             k = key(script, arg)
             if arg.name in vals and k in tab.c:
                 out[k] = vals[arg.name]
+    for script in [*app.scripts.alwayson(is_img2img), *app.scripts.selectable(is_img2img)]:
+        try:
+            extra = script.ui_paste(params, is_img2img) or {}
+        except Exception as e:  # noqa: BLE001 - a script's paste must not break the paste of the rest
+            app.scripts.report(script.source, f"script '{script.title}' ui_paste", e)
+            continue
+        for name, value in extra.items():
+            if extra_key(script, name) in tab.c:
+                out[extra_key(script, name)] = value
     return out
 
 
