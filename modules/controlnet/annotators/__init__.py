@@ -17,6 +17,7 @@ built networks of the last few files so a second job does not read the file agai
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import threading
 from collections import OrderedDict
@@ -115,9 +116,14 @@ def clear_cache() -> None:
 
 
 def _import_all() -> None:
+    """Import every annotator module; one that fails to import is logged and left out (its preprocessors stay
+    listed as having no network) so it cannot take the others, or the app, down with it."""
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+            try:
+                importlib.import_module(f"{__name__}.{info.name}")
+            except Exception:  # noqa: BLE001 - a broken module must not stop the app
+                logging.getLogger(__name__).exception("ControlNet annotator module %r failed to import", info.name)
 
 
 _import_all()
