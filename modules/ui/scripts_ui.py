@@ -17,7 +17,7 @@ SEP = "::"
 
 
 def key(script: scripts_mod.Script, arg: scripts_mod.Arg) -> str:
-    return f"script{SEP}{script.title}{SEP}{arg.name}"
+    return extra_key(script, arg.name)
 
 
 def extra_key(script: scripts_mod.Script, name: str) -> str:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from modules.controlnet import preprocessors
 from modules.controlnet.annotators import AnnotatorError, cached, device, load_state_dict, load_strict
+from modules.upscaler_nets.swinir import Mlp  # the SABlock's token MLP is the same fc1-GELU-fc2
 
 WEIGHTS = "upernet_global_small.pth"
 IMG_SCALE = (2048, 512)  # the ADE20K test pipeline's Resize(img_scale, keep_ratio=True)
@@ -91,19 +92,6 @@ class ConvMlp(nn.Module):
         self.fc1 = nn.Conv2d(dim, hidden, 1)
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Mlp(nn.Module):
-    """The SABlock's MLP on tokens."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
